@@ -1,0 +1,1 @@
+"""HTTP API: the FastAPI application, its dependencies and routers."""

@@ -1,0 +1,53 @@
+"""The FastAPI application factory; settings are built here, never at import time."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.routing import APIRoute
+
+from deskpilot import __version__
+from deskpilot.api import problems
+from deskpilot.api.middleware import RequestContextMiddleware
+from deskpilot.api.routes import audit as audit_routes
+from deskpilot.api.routes import health, identity
+from deskpilot.api.state import AppState
+from deskpilot.settings import Settings
+
+
+def _operation_id(route: APIRoute) -> str:
+    return route.name
+
+
+def create_app(settings: Settings | None = None, *, state: AppState | None = None) -> FastAPI:
+    settings = settings or Settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app_state = state or AppState.build(settings)
+        app.state.deskpilot = app_state
+        await app_state.start()
+        try:
+            yield
+        finally:
+            await app_state.close()
+
+    app = FastAPI(
+        title="deskpilot",
+        version=__version__,
+        description="Self-hosted AI operations desk for IT service teams.",
+        lifespan=lifespan,
+        generate_unique_id_function=_operation_id,
+    )
+    problems.install(app)
+    app.add_middleware(RequestContextMiddleware, tracing=settings.telemetry.tracing)
+    app.include_router(health.router)
+    app.include_router(identity.router)
+    app.include_router(audit_routes.router)
+
+    from deskpilot.web import install as install_web
+
+    install_web(app)
+    return app

@@ -1,0 +1,61 @@
+"""Request ids, access logging, Prometheus metrics and optional tracing as pure ASGI middleware."""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+
+from opentelemetry import trace
+from prometheus_client import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+logger = logging.getLogger("deskpilot.access")
+tracer = trace.get_tracer("deskpilot.api")
+
+REQUESTS = Counter("deskpilot_http_requests_total", "HTTP requests", ["method", "route", "status"])
+LATENCY = Histogram("deskpilot_http_request_seconds", "HTTP request latency", ["method", "route"])
+_REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+
+
+class RequestContextMiddleware:
+    def __init__(self, app: ASGIApp, *, tracing: bool = False) -> None:
+        self.app = app
+        self.tracing = tracing
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
+        request_id = incoming if _REQUEST_ID_OK.match(incoming) else uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = request_id
+        status_code = 500
+        started = time.perf_counter()
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal status_code
+            if message["type"] == "http.response.start":
+                status_code = message["status"]
+                message.setdefault("headers", []).append((b"x-request-id", request_id.encode()))
+            await send(message)
+
+        try:
+            if self.tracing:
+                with tracer.start_as_current_span(f"{scope['method']} {scope['path']}") as span:
+                    span.set_attribute("http.request.method", scope["method"])
+                    span.set_attribute("deskpilot.request_id", request_id)
+                    await self.app(scope, receive, send_wrapper)
+                    span.set_attribute("http.response.status_code", status_code)
+            else:
+                await self.app(scope, receive, send_wrapper)
+        finally:
+            elapsed = time.perf_counter() - started
+            route = scope.get("route")
+            route_path = getattr(route, "path", "unmatched")
+            REQUESTS.labels(scope["method"], route_path, str(status_code)).inc()
+            LATENCY.labels(scope["method"], route_path).observe(elapsed)
+            logger.info(
+                "%s %s %s %.1fms request_id=%s", scope["method"], scope["path"], status_code, elapsed * 1000, request_id
+            )

@@ -1,0 +1,1 @@
+"""Events: audit log, notifications and pub/sub."""

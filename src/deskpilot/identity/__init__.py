@@ -1,0 +1,1 @@
+"""Identity: accounts (tenants), clients, teams, users, roles and API tokens."""

@@ -1,0 +1,1 @@
+"""Security primitives: password hashing, API tokens, secret encryption, signed cookies, CSRF."""

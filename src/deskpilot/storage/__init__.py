@@ -1,0 +1,18 @@
+"""Storage: engine, sessions, declarative base and tenant scoping."""
+
+from deskpilot.storage.base import Base, TenantMixin, TimestampMixin, UUIDPrimaryKey, UTCDateTime, JSONDocument, utcnow
+from deskpilot.storage.engine import Database
+from deskpilot.storage.tenancy import ALL_ACCOUNTS, UnscopedQueryError
+
+__all__ = [
+    "ALL_ACCOUNTS",
+    "Base",
+    "Database",
+    "JSONDocument",
+    "TenantMixin",
+    "TimestampMixin",
+    "UTCDateTime",
+    "UUIDPrimaryKey",
+    "UnscopedQueryError",
+    "utcnow",
+]
