@@ -1,0 +1,1 @@
+"""Benchmarks; `make bench` runs them and appends the figures to BENCHMARKS.md."""
