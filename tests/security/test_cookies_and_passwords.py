@@ -24,7 +24,8 @@ def test_csrf_token_is_bound_to_the_session() -> None:
     signer = SessionSigner("k" * 32, max_age_s=60)
     first = signer.read(signer.issue(uuid.uuid4(), uuid.uuid4()))
     second = signer.read(signer.issue(uuid.uuid4(), uuid.uuid4()))
-    assert first is not None and second is not None
+    assert first is not None
+    assert second is not None
     assert signer.check_csrf(first, signer.csrf_token(first))
     assert not signer.check_csrf(first, signer.csrf_token(second))
     assert not signer.check_csrf(first, None)

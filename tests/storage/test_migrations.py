@@ -9,8 +9,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
 from deskpilot.all_models import Base
-from deskpilot.storage import Database
-from deskpilot.storage import migrations
+from deskpilot.storage import Database, migrations
 
 
 async def _diff(url: str) -> list[object]:

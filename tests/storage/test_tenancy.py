@@ -90,7 +90,7 @@ async def test_timestamps_are_timezone_aware_and_json_round_trips(db: Database) 
         assert stored.created_at.tzinfo is not None
         assert stored.created_at.utcoffset() == timedelta(0)
         assert stored.details == {"nested": {"list": [1, "two", None]}, "unicode": "Grüße"}
-    naive = AuditEvent(actor_label="t", action="x", resource_type="y", created_at=datetime(2026, 1, 1))  # noqa: DTZ001
+    naive = AuditEvent(actor_label="t", action="x", resource_type="y", created_at=datetime(2026, 1, 1))
     async with db.session(a.id) as session:
         session.add(naive)
         with pytest.raises(Exception, match="naive datetime"):

@@ -14,7 +14,7 @@ from deskpilot.api.state import AppState
 from deskpilot.errors import AuthenticationRequired, PermissionDenied
 from deskpilot.events.audit import Actor
 from deskpilot.identity import service as identity
-from deskpilot.identity.models import Role
+from deskpilot.identity.models import Role, User
 from deskpilot.security.cookies import ConsoleSession
 
 CSRF_HEADER = "X-CSRF-Token"
@@ -50,7 +50,7 @@ StateDep = Annotated[AppState, Depends(get_state)]
 
 async def _principal_from_token(state: AppState, secret: str) -> Principal:
     async with state.db.system_session() as session:
-        token, user = await identity.resolve_api_token(session, secret)
+        _token, user = await identity.resolve_api_token(session, secret)
     return Principal(
         user_id=user.id, account_id=user.account_id, email=user.email, name=user.name, role=Role(user.role),
         team_id=user.team_id, via="token",
@@ -64,7 +64,7 @@ async def principal_from_cookie(state: AppState, cookie: str | None) -> Principa
     if console is None:
         return None
     async with state.db.session(console.account_id) as session:
-        user = await session.get(identity.User, console.user_id)
+        user = await session.get(User, console.user_id)
     if user is None or not user.is_active:
         return None
     return Principal(

@@ -1,6 +1,6 @@
 """Storage: engine, sessions, declarative base and tenant scoping."""
 
-from deskpilot.storage.base import Base, TenantMixin, TimestampMixin, UUIDPrimaryKey, UTCDateTime, JSONDocument, utcnow
+from deskpilot.storage.base import Base, JSONDocument, TenantMixin, TimestampMixin, UTCDateTime, UUIDPrimaryKey, utcnow
 from deskpilot.storage.engine import Database
 from deskpilot.storage.tenancy import ALL_ACCOUNTS, UnscopedQueryError
 

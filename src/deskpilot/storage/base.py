@@ -74,5 +74,5 @@ class TenantMixin:
     """Marks a table as owned by one account; queries on it are scoped automatically."""
 
     @declared_attr
-    def account_id(cls) -> Mapped[uuid.UUID]:  # noqa: N805
+    def account_id(cls) -> Mapped[uuid.UUID]:
         return mapped_column(ForeignKey("accounts.id", ondelete="CASCADE"), index=True)

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
+from typing import Any
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict
-
-import uuid
-from typing import Any
 
 from deskpilot.api.deps import AdminDep, SessionDep
 from deskpilot.events import audit

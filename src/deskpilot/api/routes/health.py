@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, cast
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
@@ -34,14 +35,15 @@ async def readyz(state: StateDep) -> JSONResponse:
 
         client: Redis = Redis.from_url(state.settings.redis.url, socket_connect_timeout=2)
         try:
-            await client.ping()
+            await cast(Awaitable[bool], client.ping())
             checks["redis"] = "ok"
         except Exception as e:
             checks["redis"] = f"error: {type(e).__name__}"
         finally:
             await client.aclose()
     ready = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks}, status_code=200 if ready else 503)
+    body = {"status": "ready" if ready else "not_ready", "checks": checks}
+    return JSONResponse(body, status_code=200 if ready else 503)
 
 
 @router.get("/metrics", operation_id="metrics", include_in_schema=False)
