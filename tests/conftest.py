@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import create_engine
 
 from deskpilot.all_models import Base
 from deskpilot.api.app import create_app
@@ -16,7 +18,7 @@ from deskpilot.api.state import AppState
 from deskpilot.identity import service as identity
 from deskpilot.identity.models import Role
 from deskpilot.settings import Environment, Settings
-from deskpilot.storage import Database
+from deskpilot.storage import Database, migrations
 
 
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:
@@ -29,11 +31,25 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
 
 
 @pytest.fixture
-def settings(tmp_path: Path) -> Settings:
+def settings(tmp_path: Path, migrated_template: Path) -> Settings:
+    shutil.copyfile(migrated_template, tmp_path / "test.db")
     return make_settings(tmp_path)
 
 
+@pytest.fixture(scope="session")
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One SQLite file migrated to head per test run; each test copies it (migrations run once)."""
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    migrations.upgrade(f"sqlite+aiosqlite:///{path}")
+    # Tables a migration does not create yet still appear; tests/storage/test_migrations.py fails on that drift.
+    engine = create_engine(f"sqlite:///{path}")
+    Base.metadata.create_all(engine)
+    engine.dispose()
+    return path
+
+
 async def create_schema(db: Database) -> None:
+    """Create the schema from the models (tests that do not go through `app_state`)."""
     async with db.engine.begin() as conn:
         await conn.run_sync(Base.metadata.create_all)
 
@@ -41,7 +57,6 @@ async def create_schema(db: Database) -> None:
 @pytest.fixture
 async def app_state(settings: Settings) -> AsyncIterator[AppState]:
     state = AppState.build(settings)
-    await create_schema(state.db)
     yield state
     await state.close()
 
