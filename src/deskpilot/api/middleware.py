@@ -43,8 +43,10 @@ class RequestContextMiddleware:
 
         try:
             if self.tracing:
-                with tracer.start_as_current_span(f"{scope['method']} {scope['path']}") as span:
+                # FastAPI's own route span nests under this one, which carries our request id.
+                with tracer.start_as_current_span("deskpilot.request") as span:
                     span.set_attribute("http.request.method", scope["method"])
+                    span.set_attribute("url.path", scope["path"])
                     span.set_attribute("deskpilot.request_id", request_id)
                     await self.app(scope, receive, send_wrapper)
                     span.set_attribute("http.response.status_code", status_code)
