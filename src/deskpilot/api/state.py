@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
+import httpx
+
+from deskpilot.events.pubsub import PubSub, make_pubsub
+from deskpilot.jobs import JobBackend, JobContext, make_job_backend, registry
+from deskpilot.llm import LLM
+from deskpilot.llm.recording import SqlRecorder
 from deskpilot.security.cookies import SessionSigner
 from deskpilot.security.crypto import SecretBox
 from deskpilot.settings import Settings
@@ -16,20 +22,44 @@ class AppState:
     db: Database
     secrets: SecretBox
     signer: SessionSigner
+    pubsub: PubSub
+    llm: LLM
+    # One pooled client for outbound integrations (PSA, channels); closed with the app.
+    http: httpx.AsyncClient
+    jobs: JobBackend = field(init=False)
+    _started: bool = field(init=False, default=False)
+    _closed: bool = field(init=False, default=False)
+
+    def __post_init__(self) -> None:
+        context = JobContext(settings=self.settings, database=self.db, pubsub=self.pubsub, llm=self.llm)
+        self.jobs = make_job_backend(self.settings, registry, context)
 
     @classmethod
-    def build(cls, settings: Settings) -> AppState:
+    def build(cls, settings: Settings, *, llm: LLM | None = None, pubsub: PubSub | None = None) -> AppState:
+        db = Database(settings.database.url, echo=settings.database.echo, pool_size=settings.database.pool_size)
         return cls(
             settings=settings,
-            db=Database(settings.database.url, echo=settings.database.echo, pool_size=settings.database.pool_size),
+            db=db,
             secrets=SecretBox([k.get_secret_value() for k in settings.security.encryption_keys]),
             signer=SessionSigner(
                 settings.security.secret_key.get_secret_value(), max_age_s=settings.security.session_max_age_s
             ),
+            pubsub=pubsub or make_pubsub(settings),
+            llm=llm or LLM(settings.llm, recorder=SqlRecorder(db)),
+            http=httpx.AsyncClient(timeout=httpx.Timeout(30.0, connect=10.0)),
         )
 
     async def start(self) -> None:
-        """Start background parts (job runner, pub/sub) once the event loop runs."""
+        """Start background parts once the event loop runs."""
+        if not self._started:
+            self._started = True
+            await self.jobs.start()
 
     async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        await self.jobs.stop()
+        await self.pubsub.close()
+        await self.http.aclose()
         await self.db.dispose()
