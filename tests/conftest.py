@@ -10,6 +10,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from argon2 import PasswordHasher
 from sqlalchemy import create_engine
 
 from deskpilot.all_models import Base
@@ -17,8 +18,22 @@ from deskpilot.api.app import create_app
 from deskpilot.api.state import AppState
 from deskpilot.identity import service as identity
 from deskpilot.identity.models import Role
+from deskpilot.security import passwords
 from deskpilot.settings import Environment, Settings
 from deskpilot.storage import Database, migrations
+
+
+def cheap_hasher() -> PasswordHasher:
+    return PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+
+
+@pytest.fixture(autouse=True)
+def _cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Argon2 at production cost takes 0.1-0.3 s a hash and the suite creates hundreds of users.
+
+    Verification reads the cost from each stored hash, so real hashes still verify; only new ones are cheap.
+    """
+    monkeypatch.setattr(passwords, "_hasher", cheap_hasher())
 
 
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:

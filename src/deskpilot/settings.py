@@ -47,6 +47,9 @@ class LLMProviderSettings(BaseModel):
 class LLMSettings(BaseModel):
     openai: LLMProviderSettings = Field(default_factory=LLMProviderSettings)
     anthropic: LLMProviderSettings = Field(default_factory=LLMProviderSettings)
+    # More OpenAI-compatible endpoints by provider name, e.g. {"ollama": {"base_url": "http://localhost:11434/v1"}}
+    # makes "ollama:llama3.1" usable in routes next to "openai:..." (one base_url per name).
+    openai_compatible: dict[str, LLMProviderSettings] = Field(default_factory=dict)
     # purpose -> ordered fallback chain of "provider:model" names
     routes: dict[str, list[str]] = Field(default_factory=dict)
     default_model: str | None = None

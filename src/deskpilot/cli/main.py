@@ -102,6 +102,8 @@ def serve(
         port=port or settings.server.port,
         log_config=None,
         proxy_headers=True,
+        # Open SSE streams would otherwise hold shutdown until every browser tab goes away.
+        timeout_graceful_shutdown=5,
     )
 
 

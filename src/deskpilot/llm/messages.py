@@ -1,0 +1,131 @@
+"""Provider-neutral messages, tool calls, requests and completions exchanged with a Model."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal, TypeAlias
+
+Role: TypeAlias = Literal["system", "user", "assistant", "tool"]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A tool the model asked to run; `arguments` is the JSON text exactly as the model wrote it."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"id": self.id, "name": self.name, "arguments": self.arguments}
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message of a conversation.
+
+    `tool_calls` is set on assistant messages that asked for tools; `tool_call_id`, `tool_name` and
+    `is_error` on the tool result that answers one call.
+    """
+
+    role: Role
+    content: str = ""
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    tool_name: str | None = None
+    is_error: bool = False
+
+    @classmethod
+    def system(cls, content: str) -> Message:
+        return cls("system", content)
+
+    @classmethod
+    def user(cls, content: str) -> Message:
+        return cls("user", content)
+
+    @classmethod
+    def assistant(cls, content: str, tool_calls: Sequence[ToolCall] = ()) -> Message:
+        return cls("assistant", content, tuple(tool_calls))
+
+    @classmethod
+    def tool_result(cls, call: ToolCall, content: str, *, is_error: bool = False) -> Message:
+        return cls("tool", content, tool_call_id=call.id, tool_name=call.name, is_error=is_error)
+
+    def to_dict(self) -> dict[str, object]:
+        """JSON-ready form, as stored in `llm_calls.messages`."""
+        data: dict[str, object] = {"role": self.role, "content": self.content}
+        if self.tool_calls:
+            data["tool_calls"] = [c.to_dict() for c in self.tool_calls]
+        if self.tool_call_id is not None:
+            data["tool_call_id"] = self.tool_call_id
+            data["tool_name"] = self.tool_name
+            data["is_error"] = self.is_error
+        return data
+
+
+# What the facade accepts as a conversation: a bare string is one user message.
+Prompt: TypeAlias = str | Sequence[Message]
+
+
+def as_messages(prompt: Prompt) -> list[Message]:
+    """A fresh list the caller may append to (corrective retries and tool rounds extend it)."""
+    if isinstance(prompt, str):
+        return [Message("user", prompt)]
+    return list(prompt)
+
+
+@dataclass(frozen=True, slots=True)
+class ToolDefinition:
+    """What the model is told about a tool: name, description and a JSON schema of its arguments."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, object]
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class OutputSchema:
+    """A structured-output contract: JSON schema of the requested type, built once per type.
+
+    `strict` is True only when the schema fits OpenAI's strict mode (every property required, no
+    unsupported keywords); otherwise the schema is still sent, unenforced by the provider, and we validate.
+    """
+
+    name: str
+    description: str
+    json_schema: Mapping[str, object]
+    strict: bool
+
+
+@dataclass(frozen=True, slots=True)
+class RequestParams:
+    """Per-request parameters a Model honours."""
+
+    max_tokens: int | None = None
+    timeout_s: float | None = None
+    tools: tuple[ToolDefinition, ...] = ()
+    output: OutputSchema | None = None
+
+
+@dataclass(slots=True)
+class Completion:
+    """A model's reply: text and/or tool calls, token usage and which model actually answered.
+
+    `model_name` is the answering Model's "provider:model" name; `response_model` is what the provider
+    reported (often a dated version). With structured output, `text` is the JSON text of the answer,
+    whichever way the provider delivered it (content or forced tool call).
+    """
+
+    text: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    input_tokens: int = 0
+    output_tokens: int = 0
+    model_name: str = ""
+    response_model: str | None = None
+    finish_reason: str | None = None
+    fallback_used: bool = False
+
+
+# What Model.request_stream yields: text deltas, then exactly one Completion (full text, tool calls, usage).
+StreamEvent: TypeAlias = str | Completion

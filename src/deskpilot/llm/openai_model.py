@@ -1,0 +1,237 @@
+"""OpenAIModel: any OpenAI-compatible chat-completions endpoint through the official openai SDK."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Sequence
+from typing import Any, Literal
+from urllib.parse import urlsplit
+
+import httpx
+import openai
+from openai import AsyncOpenAI, AsyncStream
+from openai.types.chat import ChatCompletion, ChatCompletionChunk
+
+from deskpilot.llm.base import Model
+from deskpilot.llm.errors import (
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    error_for_status,
+    parse_retry_after,
+)
+from deskpilot.llm.messages import Completion, Message, RequestParams, StreamEvent, ToolCall
+
+OPENAI_BASE_URL = "https://api.openai.com/v1"
+# Local servers (Ollama, llama.cpp, LM Studio, vLLM) need no key, but the SDK insists on one.
+NO_KEY = "not-needed"
+
+MaxTokensParam = Literal["max_tokens", "max_completion_tokens"]
+CHAT_COMPLETIONS = "/chat/completions"
+_CHUNKS = AsyncStream[ChatCompletionChunk]
+
+
+def make_openai_client(
+    *,
+    api_key: str | None,
+    base_url: str | None,
+    timeout_s: float,
+    http_client: httpx.AsyncClient | None = None,
+) -> AsyncOpenAI:
+    """An SDK client with its own retries off: FallbackModel decides what happens after a failure."""
+    return AsyncOpenAI(
+        api_key=api_key or NO_KEY,
+        base_url=base_url or OPENAI_BASE_URL,
+        timeout=timeout_s,
+        max_retries=0,
+        http_client=http_client,
+    )
+
+
+def default_max_tokens_param(base_url: str) -> MaxTokensParam:
+    """OpenAI and Azure OpenAI want `max_completion_tokens` (reasoning models refuse `max_tokens`); other
+    OpenAI-compatible servers (vLLM, Ollama, llama.cpp, LM Studio, OpenRouter) reliably know `max_tokens`."""
+    host = urlsplit(base_url).hostname or ""
+    if host == "api.openai.com" or host.endswith(".openai.azure.com"):
+        return "max_completion_tokens"
+    return "max_tokens"
+
+
+class OpenAIModel(Model):
+    """A chat model behind an OpenAI-compatible API (OpenAI, Azure OpenAI v1, vLLM, Ollama, llama.cpp, OpenRouter).
+
+    Structured output uses `response_format={"type": "json_schema", ...}`. OpenAI itself takes
+    `max_completion_tokens`; other servers get the older, widely supported `max_tokens` unless told otherwise.
+
+    The body is built here in wire format and sent with the SDK's documented low-level `post()` (the way the
+    SDK itself ends `chat.completions.create()`), so the SDK still does auth, headers, error mapping,
+    response parsing and SSE, but skips re-walking our already-plain JSON (messages, schema) through its
+    TypedDict transform on every call: that walk was most of the SDK's per-call CPU (see bench/bench_llm.py).
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        client: AsyncOpenAI,
+        *,
+        provider: str = "openai",
+        max_tokens_param: MaxTokensParam | None = None,
+    ) -> None:
+        self.model_name = model_name
+        self.name = f"{provider}:{model_name}"
+        self.client = client
+        self._post = client.post
+        self._default_timeout = client.timeout
+        self._max_tokens_param = max_tokens_param or default_max_tokens_param(str(client.base_url))
+
+    async def request(self, messages: Sequence[Message], params: RequestParams) -> Completion:
+        body, options = self._request(messages, params)
+        try:
+            response: ChatCompletion = await self._post(
+                CHAT_COMPLETIONS, cast_to=ChatCompletion, body=body, options=options
+            )
+        except (openai.OpenAIError, httpx.HTTPError) as e:
+            raise _translate(e, self.name) from e
+        text = ""
+        tool_calls: tuple[ToolCall, ...] = ()
+        finish_reason: str | None = None
+        if response.choices:
+            choice = response.choices[0]
+            finish_reason = choice.finish_reason
+            message = choice.message
+            text = message.content or message.refusal or ""
+            if message.tool_calls:
+                tool_calls = tuple(
+                    ToolCall(c.id, c.function.name, c.function.arguments)
+                    for c in message.tool_calls
+                    if c.type == "function"
+                )
+        usage = response.usage
+        return Completion(
+            text=text,
+            tool_calls=tool_calls,
+            input_tokens=usage.prompt_tokens if usage else 0,
+            output_tokens=usage.completion_tokens if usage else 0,
+            model_name=self.name,
+            response_model=response.model,
+            finish_reason=finish_reason,
+        )
+
+    async def request_stream(
+        self, messages: Sequence[Message], params: RequestParams
+    ) -> AsyncGenerator[StreamEvent, None]:
+        body, options = self._request(messages, params)
+        body["stream"] = True
+        body["stream_options"] = {"include_usage": True}
+        parts: list[str] = []
+        # Streamed tool calls arrive as fragments keyed by index: [id, name, argument text so far].
+        calls: dict[int, list[str]] = {}
+        input_tokens = output_tokens = 0
+        finish_reason: str | None = None
+        response_model: str | None = None
+        try:
+            stream: AsyncStream[ChatCompletionChunk] = await self._post(
+                CHAT_COMPLETIONS, cast_to=ChatCompletion, body=body, options=options, stream=True, stream_cls=_CHUNKS
+            )
+            async with stream:
+                async for chunk in stream:
+                    response_model = chunk.model or response_model
+                    if chunk.usage is not None:
+                        input_tokens = chunk.usage.prompt_tokens
+                        output_tokens = chunk.usage.completion_tokens
+                    if not chunk.choices:
+                        continue
+                    choice = chunk.choices[0]
+                    if choice.finish_reason:
+                        finish_reason = choice.finish_reason
+                    delta = choice.delta
+                    if delta.tool_calls:
+                        for fragment in delta.tool_calls:
+                            slot = calls.setdefault(fragment.index, ["", "", ""])
+                            if fragment.id:
+                                slot[0] = fragment.id
+                            if fragment.function is not None:
+                                if fragment.function.name:
+                                    slot[1] += fragment.function.name
+                                if fragment.function.arguments:
+                                    slot[2] += fragment.function.arguments
+                    if delta.content:
+                        parts.append(delta.content)
+                        yield delta.content
+        except (openai.OpenAIError, httpx.HTTPError) as e:
+            raise _translate(e, self.name, streaming=True) from e
+        yield Completion(
+            text="".join(parts),
+            tool_calls=tuple(ToolCall(*calls[i]) for i in sorted(calls)),
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            model_name=self.name,
+            response_model=response_model,
+            finish_reason=finish_reason,
+        )
+
+    def _request(self, messages: Sequence[Message], params: RequestParams) -> tuple[dict[str, Any], Any]:
+        """The JSON body in wire format, and the SDK request options (only a timeout that differs)."""
+        kwargs: dict[str, Any] = {"model": self.model_name, "messages": to_openai_messages(messages)}
+        if params.max_tokens is not None:
+            kwargs[self._max_tokens_param] = params.max_tokens
+        options: dict[str, float] = {}
+        if params.timeout_s is not None and params.timeout_s != self._default_timeout:
+            options["timeout"] = params.timeout_s
+        output = params.output
+        if output is not None:
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {
+                    "name": output.name,
+                    "description": output.description,
+                    "schema": output.json_schema,
+                    "strict": output.strict,
+                },
+            }
+        if params.tools:
+            kwargs["tools"] = [
+                {
+                    "type": "function",
+                    "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+                }
+                for t in params.tools
+            ]
+        return kwargs, options
+
+
+def to_openai_messages(messages: Sequence[Message]) -> list[dict[str, object]]:
+    out: list[dict[str, object]] = []
+    for m in messages:
+        if m.role == "tool":
+            out.append({"role": "tool", "tool_call_id": m.tool_call_id, "content": m.content})
+        elif m.tool_calls:
+            out.append(
+                {
+                    "role": "assistant",
+                    "content": m.content or None,
+                    "tool_calls": [
+                        {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+                        for c in m.tool_calls
+                    ],
+                }
+            )
+        else:
+            out.append({"role": m.role, "content": m.content})
+    return out
+
+
+def _translate(error: Exception, model: str, *, streaming: bool = False) -> ProviderError:
+    """Our error for an openai SDK or httpx exception; the SDK's own stays chained as __cause__."""
+    if isinstance(error, openai.APITimeoutError | httpx.TimeoutException):
+        return ProviderTimeout(f"{model} did not answer in time", model=model)
+    if isinstance(error, openai.APIConnectionError | httpx.TransportError):
+        return ProviderUnavailable(f"cannot reach {model}: {error}", model=model)
+    if isinstance(error, openai.APIStatusError):
+        retry_after = parse_retry_after(error.response.headers.get("retry-after"))
+        return error_for_status(error.status_code, f"{model}: {error.message}", model=model, retry_after_s=retry_after)
+    if isinstance(error, openai.APIResponseValidationError):
+        return ProviderError(f"{model} sent a response that does not fit the API: {error.message}", model=model)
+    if streaming and isinstance(error, openai.APIError):
+        # An error event in the middle of a stream: the server gave up, another model may not.
+        return ProviderUnavailable(f"{model} failed while streaming: {error.message}", model=model)
+    return ProviderError(f"{model}: {error}", model=model)

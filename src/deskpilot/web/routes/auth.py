@@ -1,0 +1,110 @@
+"""Console sign-in and sign-out with the signed session cookie."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+from fastapi import APIRouter, Form, Query, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+from sqlalchemy import select
+
+from deskpilot.api.deps import StateDep, principal_from_cookie
+from deskpilot.api.state import AppState
+from deskpilot.events import audit
+from deskpilot.identity import service as identity
+from deskpilot.identity.errors import InvalidCredentials
+from deskpilot.identity.models import User
+from deskpilot.web.console import ConsoleDep, safe_next
+from deskpilot.web.rendering import render_public
+
+logger = logging.getLogger(__name__)
+
+router = APIRouter(include_in_schema=False)
+
+
+def _request_id(request: Request) -> str | None:
+    value = getattr(request.state, "request_id", None)
+    return value if isinstance(value, str) else None
+
+
+def _cross_site(request: Request) -> bool:
+    # Browsers set Sec-Fetch-Site themselves; refusing cross-site posts stops login CSRF (signing a victim
+    # into the attacker's account) without a pre-session token, and works behind proxies that rewrite Host.
+    return request.headers.get("sec-fetch-site", "same-origin") not in ("same-origin", "none")
+
+
+def _login_page(request: Request, *, email: str = "", next_url: str = "/", error: str | None = None,
+                status_code: int = 200) -> HTMLResponse:
+    return render_public(request, "auth/login.html", status_code=status_code, email=email, next_url=next_url,
+                         error=error)
+
+
+async def _record_failed_login(state: AppState, request: Request, email: str) -> None:
+    # Failures for unknown emails have no account to file them under; the access log still has them.
+    async with state.db.system_session() as session:
+        user = await session.scalar(select(User).where(User.email == identity.normalise_email(email)))
+        if user is None:
+            logger.info("failed console login for an unknown email")
+            return
+        audit.record(session, account_id=user.account_id, actor=audit.Actor(None, "login form"),
+                     action="user.login_failed", resource_type="user", resource_id=user.id,
+                     details={"client": request.client.host if request.client else None},
+                     request_id=_request_id(request))
+        await session.commit()
+
+
+@router.get("/login")
+async def page_login(
+    request: Request, state: StateDep, next_url: Annotated[str | None, Query(alias="next")] = None
+) -> Response:
+    target = safe_next(next_url)
+    if await principal_from_cookie(state, request.cookies.get(state.settings.security.session_cookie)):
+        return RedirectResponse(target, status_code=303)
+    return _login_page(request, next_url=target)
+
+
+@router.post("/login")
+async def submit_login(
+    request: Request,
+    state: StateDep,
+    email: Annotated[str, Form(max_length=320)] = "",
+    password: Annotated[str, Form(max_length=256)] = "",
+    next_url: Annotated[str, Form(alias="next", max_length=2000)] = "/",
+) -> Response:
+    target = safe_next(next_url)
+    email = email.strip()
+    if _cross_site(request):
+        return _login_page(request, email=email, next_url=target, status_code=403,
+                           error="This sign-in form was sent from another site. Open the console directly.")
+    if not email or not password:
+        return _login_page(request, email=email, next_url=target, status_code=422,
+                           error="Enter your email address and your password.")
+    try:
+        async with state.db.system_session() as session:
+            user = await identity.authenticate_password(session, email, password)
+            await session.commit()
+    except InvalidCredentials:
+        await _record_failed_login(state, request, email)
+        return _login_page(request, email=email, next_url=target, status_code=401,
+                           error="The email address or password is wrong.")
+    security = state.settings.security
+    response = RedirectResponse(target, status_code=303)
+    response.set_cookie(
+        security.session_cookie, state.signer.issue(user.id, user.account_id), max_age=security.session_max_age_s,
+        path="/", httponly=True, samesite="lax", secure=security.cookie_secure,
+    )
+    return response
+
+
+@router.post("/logout")
+async def submit_logout(console: ConsoleDep) -> Response:
+    me = console.principal
+    audit.record(console.session, account_id=me.account_id, actor=me.actor, action="user.logout",
+                 resource_type="user", resource_id=me.user_id, request_id=_request_id(console.request))
+    await console.session.commit()
+    response = RedirectResponse("/login?notice=signed-out", status_code=303)
+    security = console.state.settings.security
+    response.delete_cookie(security.session_cookie, path="/", httponly=True, samesite="lax",
+                           secure=security.cookie_secure)
+    return response

@@ -1,0 +1,174 @@
+"""Every exchange is recorded: in memory for tests, as llm_calls rows in SQL; recorder failures never break calls."""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel
+from sqlalchemy import func, select
+
+from deskpilot.identity.models import Account
+from deskpilot.llm import (
+    LLM,
+    CallContext,
+    CallRecord,
+    MemoryRecorder,
+    ProviderRateLimited,
+    SqlRecorder,
+    StructuredOutputError,
+)
+from deskpilot.llm.models import LLMCall
+from deskpilot.llm.testing import Reply, ScriptedModel, tool_call
+from deskpilot.llm.tools import tool
+from deskpilot.storage import Base, Database
+
+
+class Step(BaseModel):
+    type: str
+    content: str
+
+
+GOOD = {"type": "question", "content": "Is the VPN client up to date?"}
+
+
+@tool
+async def ping() -> str:
+    """Answers pong."""
+    return "pong"
+
+
+async def test_memory_recorder_sees_each_exchange(recorder: MemoryRecorder) -> None:
+    model = ScriptedModel(["nope", Reply.json(GOOD, input_tokens=12, output_tokens=9)])
+    llm = LLM.for_model(model, recorder=recorder)
+    account_id = uuid.uuid4()
+    context = CallContext(client_id=uuid.uuid4(), subject_type="pilot_session", subject_id=uuid.uuid4())
+
+    result = await llm.structured("pilot_step", "VPN drops", Step, account_id=account_id, context=context)
+
+    bad, good = recorder.calls
+    assert bad.error_code == "llm_invalid_output"
+    assert bad.error is not None
+    assert "Invalid JSON" in bad.error
+    assert bad.raw_output == "nope"
+    assert bad.parsed is None
+    assert good.id == result.record_id
+    assert good.parsed_json() == GOOD
+    assert good.error is None
+    assert (good.purpose, good.model, good.account_id, good.context) == (
+        "pilot_step",
+        "test:scripted",
+        account_id,
+        context,
+    )
+    assert (good.input_tokens, good.output_tokens) == (12, 9)
+    assert [m["role"] for m in good.messages_json()] == ["user", "assistant", "user"]
+    assert good.created_at.tzinfo is not None
+
+
+async def test_failures_and_tool_rounds_are_recorded(recorder: MemoryRecorder) -> None:
+    llm = LLM.for_model(ScriptedModel([ProviderRateLimited("slow down", model="test:scripted")]), recorder=recorder)
+    with pytest.raises(ProviderRateLimited):
+        await llm.text("quick", "hi", account_id=None)
+    assert recorder.last.error_code == "llm_rate_limited"
+    assert recorder.last.error == "slow down"
+
+    llm = LLM.for_model(ScriptedModel([Reply.calls(tool_call("ping", {}, id="c1")), "done"]), recorder=recorder)
+    await llm.run_tools("agent", "go", [ping], account_id=None)
+    asked, answered = recorder.calls[-2:]
+    assert json.loads(asked.raw_output) == {
+        "text": "",
+        "tool_calls": [{"id": "c1", "name": "ping", "arguments": "{}"}],
+    }
+    assert answered.messages_json()[-1]["content"] == "pong"
+
+
+async def test_a_failing_recorder_never_breaks_the_call(caplog: pytest.LogCaptureFixture) -> None:
+    class BrokenRecorder:
+        async def record(self, call: CallRecord) -> None:
+            raise ConnectionError("database is down")
+
+    llm = LLM.for_model(ScriptedModel(["fine"]), recorder=BrokenRecorder())
+    with caplog.at_level(logging.WARNING, logger="deskpilot.llm.facade"):
+        result = await llm.text("quick", "hi", account_id=None)
+
+    assert result.value == "fine"
+    assert "recording LLM call" in caplog.text
+    assert "database is down" in caplog.text
+
+
+@pytest.fixture
+async def database(tmp_path: Path) -> AsyncIterator[Database]:
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'llm.db'}")
+    tables = [Base.metadata.tables[Account.__tablename__], Base.metadata.tables[LLMCall.__tablename__]]
+    async with db.engine.begin() as conn:
+        await conn.run_sync(lambda sync: Base.metadata.create_all(sync, tables=tables))
+    yield db
+    await db.dispose()
+
+
+async def _account(db: Database, name: str) -> uuid.UUID:
+    account = Account(name=name, slug=name.lower().replace(" ", "-"))
+    async with db.unscoped_session() as session:
+        session.add(account)
+        await session.commit()
+    return account.id
+
+
+async def test_sql_recorder_stores_rows_per_account(database: Database) -> None:
+    acme = await _account(database, "Acme IT")
+    globex = await _account(database, "Globex")
+    session_id = uuid.uuid4()
+    client_id = uuid.uuid4()
+    context = CallContext(client_id=client_id, subject_type="pilot_session", subject_id=session_id)
+    model = ScriptedModel(
+        [
+            Reply('{"type": 1}', input_tokens=100, output_tokens=10),
+            Reply.json(GOOD, input_tokens=120, output_tokens=20),
+            Reply("not json", input_tokens=5, output_tokens=5),
+            Reply("still not", input_tokens=5, output_tokens=5),
+        ]
+    )
+    llm = LLM.for_model(model, recorder=SqlRecorder(database))
+
+    result = await llm.structured("pilot_step", "VPN drops", Step, account_id=acme, context=context)
+    with pytest.raises(StructuredOutputError):
+        await llm.structured("quick", "classify", Step, account_id=globex)
+
+    async with database.session(acme) as session:
+        rows = (await session.execute(select(LLMCall))).scalars().all()
+        spent = await session.scalar(
+            select(func.sum(LLMCall.input_tokens + LLMCall.output_tokens)).where(
+                LLMCall.subject_type == "pilot_session", LLMCall.subject_id == str(session_id)
+            )
+        )
+    assert len(rows) == 2  # the other account's calls are invisible
+    assert spent == 250
+    good = next(r for r in rows if r.error is None)
+    assert good.id == result.record_id
+    assert good.parsed == GOOD
+    assert good.purpose == "pilot_step"
+    assert good.model == "test:scripted"
+    assert good.client_id == client_id
+    assert good.fallback_used is False
+    assert good.messages[0] == {"role": "user", "content": "VPN drops"}
+    assert good.created_at.tzinfo is not None
+    bad = next(r for r in rows if r.error is not None)
+    assert bad.error_code == "llm_invalid_output"
+    assert bad.raw_output == '{"type": 1}'
+    assert bad.parsed is None
+
+    async with database.session(globex) as session:
+        codes = (await session.execute(select(LLMCall.error_code))).scalars().all()
+    assert codes == ["llm_invalid_output", "llm_invalid_output"]
+
+
+async def test_sql_recorder_skips_calls_without_account(database: Database) -> None:
+    llm = LLM.for_model(ScriptedModel(["hi"]), recorder=SqlRecorder(database))
+    await llm.text("quick", "hello", account_id=None)
+    async with database.system_session() as session:
+        assert await session.scalar(select(func.count()).select_from(LLMCall)) == 0
