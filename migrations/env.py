@@ -9,6 +9,7 @@ from alembic import context
 from sqlalchemy.engine import Connection
 
 from deskpilot.all_models import Base
+from deskpilot.knowledge.fts import autogenerate_include_name
 from deskpilot.settings import Settings
 from deskpilot.storage.base import JSONDocument, UTCDateTime
 from deskpilot.storage.engine import make_engine
@@ -32,6 +33,8 @@ def _configure(connection: Connection) -> None:
         target_metadata=Base.metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         render_item=_render_item,
+        # The full-text search structures (migration 0002) have no model; autogenerate must not drop them.
+        include_name=autogenerate_include_name,
         compare_type=True,
         compare_server_default=True,
     )

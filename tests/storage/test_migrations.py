@@ -9,6 +9,7 @@ from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
 from deskpilot.all_models import Base
+from deskpilot.knowledge.fts import autogenerate_include_name
 from deskpilot.storage import Database, migrations
 
 
@@ -20,7 +21,11 @@ async def _diff(url: str) -> list[object]:
             def compare(sync_conn: object) -> list[object]:
                 ctx = MigrationContext.configure(
                     sync_conn,  # type: ignore[arg-type]
-                    opts={"compare_type": True, "compare_server_default": True},
+                    opts={
+                        "compare_type": True,
+                        "compare_server_default": True,
+                        "include_name": autogenerate_include_name,
+                    },
                 )
                 return list(compare_metadata(ctx, Base.metadata))
 

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from deskpilot import __version__
+from deskpilot.cli.knowledge import knowledge_app
 from deskpilot.errors import DeskpilotError
 from deskpilot.settings import Settings
 
@@ -27,6 +28,7 @@ app.add_typer(admin_app, name="admin")
 admin_app.add_typer(user_app, name="user")
 admin_app.add_typer(token_app, name="token")
 app.add_typer(llm_app, name="llm")
+app.add_typer(knowledge_app, name="knowledge")
 
 console = Console()
 err_console = Console(stderr=True)

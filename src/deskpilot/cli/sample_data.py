@@ -1,4 +1,4 @@
-"""Sample data for `deskpilot demo`: one MSP account with a lead and two engineers in one team."""
+"""Sample data for `deskpilot demo`: an MSP account, a lead and two engineers in one team, flows and scripts."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from deskpilot.identity import service as identity
+from deskpilot.knowledge import service as knowledge
 from deskpilot.identity.models import Account, Role
 from deskpilot.storage import Database
 
@@ -49,5 +50,6 @@ async def load_sample_data(db: Database) -> DemoLogin:
             )
         for client_name in DEMO_CLIENTS:
             await identity.create_client(session, account_id=boot.account.id, name=client_name)
+        await knowledge.load_starter_library(session, boot.account.id)
         await session.commit()
     return DemoLogin(created=True, emails=emails, password=DEMO_PASSWORD, api_token=boot.token.secret)

@@ -1,0 +1,1 @@
+"""Knowledge: runbook flows, script templates, the starter library and flow matching."""
