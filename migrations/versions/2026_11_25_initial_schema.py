@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-25 14:42:22.572014
+Create Date: 2026-11-25 15:20:01.028725
 """
 
 from collections.abc import Sequence
@@ -71,6 +71,63 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_clients_account_id"), ["account_id"], unique=False)
 
     op.create_table(
+        "llm_calls",
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("purpose", sa.String(length=60), nullable=False),
+        sa.Column("model", sa.String(length=200), nullable=False),
+        sa.Column("fallback_used", sa.Boolean(), nullable=False),
+        sa.Column("messages", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+        sa.Column("raw_output", sa.Text(), nullable=False),
+        sa.Column("parsed", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=True),
+        sa.Column("error", sa.Text(), nullable=True),
+        sa.Column("error_code", sa.String(length=60), nullable=True),
+        sa.Column("input_tokens", sa.Integer(), nullable=False),
+        sa.Column("output_tokens", sa.Integer(), nullable=False),
+        sa.Column("latency_ms", sa.Integer(), nullable=False),
+        sa.Column("client_id", sa.Uuid(), nullable=True),
+        sa.Column("subject_type", sa.String(length=60), nullable=True),
+        sa.Column("subject_id", sa.String(length=64), nullable=True),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("account_id", sa.Uuid(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"], ["accounts.id"], name=op.f("fk_llm_calls_account_id_accounts"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_llm_calls")),
+    )
+    with op.batch_alter_table("llm_calls", schema=None) as batch_op:
+        batch_op.create_index("ix_llm_calls_account_created", ["account_id", "created_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_llm_calls_account_id"), ["account_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_llm_calls_client_id"), ["client_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_llm_calls_created_at"), ["created_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_llm_calls_purpose"), ["purpose"], unique=False)
+        batch_op.create_index("ix_llm_calls_subject", ["subject_type", "subject_id"], unique=False)
+
+    op.create_table(
+        "psa_connections",
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column(
+            "kind", sa.Enum("connectwise", "webhook", name="psakind", native_enum=False, length=20), nullable=False
+        ),
+        sa.Column("settings", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+        sa.Column("credentials_encrypted", sa.Text(), nullable=False),
+        sa.Column("is_active", sa.Boolean(), nullable=False),
+        sa.Column("last_tested_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("last_test_ok", sa.Boolean(), nullable=True),
+        sa.Column("last_error", sa.String(length=200), nullable=True),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("account_id", sa.Uuid(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"], ["accounts.id"], name=op.f("fk_psa_connections_account_id_accounts"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_psa_connections")),
+        sa.UniqueConstraint("account_id", "name", name="uq_psa_connections_account_name"),
+    )
+    with op.batch_alter_table("psa_connections", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_psa_connections_account_id"), ["account_id"], unique=False)
+
+    op.create_table(
         "teams",
         sa.Column("name", sa.String(length=200), nullable=False),
         sa.Column("id", sa.Uuid(), nullable=False),
@@ -85,6 +142,44 @@ def upgrade() -> None:
     )
     with op.batch_alter_table("teams", schema=None) as batch_op:
         batch_op.create_index(batch_op.f("ix_teams_account_id"), ["account_id"], unique=False)
+
+    op.create_table(
+        "psa_pushes",
+        sa.Column("connection_id", sa.Uuid(), nullable=False),
+        sa.Column("ticket_id", sa.String(length=64), nullable=False),
+        sa.Column("subject_type", sa.String(length=40), nullable=False),
+        sa.Column("subject_id", sa.Uuid(), nullable=False),
+        sa.Column("kind", sa.Enum("note", "time_entry", name="pushkind", native_enum=False, length=20), nullable=False),
+        sa.Column("payload", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+        sa.Column(
+            "status",
+            sa.Enum("pending", "pushed", "failed", name="pushstatus", native_enum=False, length=20),
+            nullable=False,
+        ),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("last_error", sa.String(length=200), nullable=True),
+        sa.Column("external_id", sa.String(length=100), nullable=True),
+        sa.Column("pushed_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("account_id", sa.Uuid(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"], ["accounts.id"], name=op.f("fk_psa_pushes_account_id_accounts"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["connection_id"],
+            ["psa_connections.id"],
+            name=op.f("fk_psa_pushes_connection_id_psa_connections"),
+            ondelete="CASCADE",
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_psa_pushes")),
+    )
+    with op.batch_alter_table("psa_pushes", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_psa_pushes_account_id"), ["account_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_psa_pushes_connection_id"), ["connection_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_psa_pushes_status"), ["status"], unique=False)
+        batch_op.create_index("ix_psa_pushes_subject", ["account_id", "subject_type", "subject_id"], unique=False)
 
     op.create_table(
         "users",
@@ -141,6 +236,79 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_api_tokens_user_id"), ["user_id"], unique=False)
 
     op.create_table(
+        "flows",
+        sa.Column("slug", sa.String(length=100), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("description", sa.Text(), nullable=False),
+        sa.Column(
+            "problem_domain",
+            sa.Enum(
+                "active_directory",
+                "networking",
+                "m365",
+                "hardware",
+                "endpoint",
+                "virtualization",
+                "security",
+                "backup",
+                "email",
+                "printing",
+                "cloud",
+                "other",
+                name="problemdomain",
+                native_enum=False,
+                length=30,
+            ),
+            nullable=False,
+        ),
+        sa.Column("tags", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+        sa.Column("symptoms", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+        sa.Column("definition", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column(
+            "status",
+            sa.Enum("draft", "approved", "archived", name="flowstatus", native_enum=False, length=20),
+            nullable=False,
+        ),
+        sa.Column(
+            "source",
+            sa.Enum("starter", "user", "flywheel", name="flowsource", native_enum=False, length=20),
+            nullable=False,
+        ),
+        sa.Column("team_id", sa.Uuid(), nullable=True),
+        sa.Column("created_by", sa.Uuid(), nullable=True),
+        sa.Column("approved_by", sa.Uuid(), nullable=True),
+        sa.Column("approved_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("usage_count", sa.Integer(), nullable=False),
+        sa.Column("last_matched_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("matched_count", sa.Integer(), nullable=False),
+        sa.Column("resolved_count", sa.Integer(), nullable=False),
+        sa.Column("success_rate", sa.Float(), nullable=True),
+        sa.Column("search_keywords", sa.Text(), nullable=False),
+        sa.Column("search_body", sa.Text(), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("account_id", sa.Uuid(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"], ["accounts.id"], name=op.f("fk_flows_account_id_accounts"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["approved_by"], ["users.id"], name=op.f("fk_flows_approved_by_users"), ondelete="SET NULL"
+        ),
+        sa.ForeignKeyConstraint(
+            ["created_by"], ["users.id"], name=op.f("fk_flows_created_by_users"), ondelete="SET NULL"
+        ),
+        sa.ForeignKeyConstraint(["team_id"], ["teams.id"], name=op.f("fk_flows_team_id_teams"), ondelete="SET NULL"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_flows")),
+        sa.UniqueConstraint("account_id", "slug", name="uq_flows_account_slug"),
+    )
+    with op.batch_alter_table("flows", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_flows_account_id"), ["account_id"], unique=False)
+        batch_op.create_index("ix_flows_account_status", ["account_id", "status"], unique=False)
+        batch_op.create_index(batch_op.f("ix_flows_team_id"), ["team_id"], unique=False)
+
+    op.create_table(
         "notifications",
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("user_id", sa.Uuid(), nullable=False),
@@ -164,17 +332,368 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f("ix_notifications_created_at"), ["created_at"], unique=False)
         batch_op.create_index("ix_notifications_user_unread", ["user_id", "read_at"], unique=False)
 
+    op.create_table(
+        "psa_member_mappings",
+        sa.Column("connection_id", sa.Uuid(), nullable=False),
+        sa.Column("user_id", sa.Uuid(), nullable=False),
+        sa.Column("member_identifier", sa.String(length=100), nullable=False),
+        sa.Column(
+            "source", sa.Enum("auto", "manual", name="mappingsource", native_enum=False, length=20), nullable=False
+        ),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("account_id", sa.Uuid(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"], ["accounts.id"], name=op.f("fk_psa_member_mappings_account_id_accounts"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["connection_id"],
+            ["psa_connections.id"],
+            name=op.f("fk_psa_member_mappings_connection_id_psa_connections"),
+            ondelete="CASCADE",
+        ),
+        sa.ForeignKeyConstraint(
+            ["user_id"], ["users.id"], name=op.f("fk_psa_member_mappings_user_id_users"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_psa_member_mappings")),
+        sa.UniqueConstraint("connection_id", "user_id", name="uq_psa_member_mappings_connection_user"),
+    )
+    with op.batch_alter_table("psa_member_mappings", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_psa_member_mappings_account_id"), ["account_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_psa_member_mappings_user_id"), ["user_id"], unique=False)
+
+    op.create_table(
+        "script_templates",
+        sa.Column("slug", sa.String(length=100), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column(
+            "language",
+            sa.Enum("powershell", "bash", "python", name="scriptlanguage", native_enum=False, length=20),
+            nullable=False,
+        ),
+        sa.Column("description", sa.Text(), nullable=False),
+        sa.Column("parameters", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+        sa.Column("body", sa.Text(), nullable=False),
+        sa.Column(
+            "source",
+            sa.Enum("starter", "user", "flywheel", name="flowsource", native_enum=False, length=20),
+            nullable=False,
+        ),
+        sa.Column("team_id", sa.Uuid(), nullable=True),
+        sa.Column("usage_count", sa.Integer(), nullable=False),
+        sa.Column("is_active", sa.Boolean(), nullable=False),
+        sa.Column("created_by", sa.Uuid(), nullable=True),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("account_id", sa.Uuid(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"], ["accounts.id"], name=op.f("fk_script_templates_account_id_accounts"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["created_by"], ["users.id"], name=op.f("fk_script_templates_created_by_users"), ondelete="SET NULL"
+        ),
+        sa.ForeignKeyConstraint(
+            ["team_id"], ["teams.id"], name=op.f("fk_script_templates_team_id_teams"), ondelete="SET NULL"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_script_templates")),
+        sa.UniqueConstraint("account_id", "slug", name="uq_script_templates_account_slug"),
+    )
+    with op.batch_alter_table("script_templates", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_script_templates_account_id"), ["account_id"], unique=False)
+        batch_op.create_index("ix_script_templates_account_usage", ["account_id", "usage_count"], unique=False)
+        batch_op.create_index(batch_op.f("ix_script_templates_team_id"), ["team_id"], unique=False)
+
+    op.create_table(
+        "sessions",
+        sa.Column("kind", sa.String(length=16), nullable=False),
+        sa.Column("user_id", sa.Uuid(), nullable=False),
+        sa.Column("team_id", sa.Uuid(), nullable=True),
+        sa.Column("client_id", sa.Uuid(), nullable=True),
+        sa.Column("status", sa.String(length=32), nullable=False),
+        sa.Column("mode", sa.String(length=8), nullable=False),
+        sa.Column("intake_type", sa.String(length=20), nullable=False),
+        sa.Column("intake", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+        sa.Column("problem_summary", sa.String(length=200), nullable=True),
+        sa.Column("problem_domain", sa.String(length=40), nullable=True),
+        sa.Column("urgency", sa.String(length=16), nullable=True),
+        sa.Column("key_symptoms", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+        sa.Column("confidence_score", sa.Float(), nullable=False),
+        sa.Column("confidence_tier", sa.String(length=16), nullable=False),
+        sa.Column("matched_flow_id", sa.Uuid(), nullable=True),
+        sa.Column("matched_flow_name", sa.String(length=200), nullable=True),
+        sa.Column("match_score", sa.Float(), nullable=True),
+        sa.Column("flow_definition", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=True),
+        sa.Column("psa_connection_id", sa.Uuid(), nullable=True),
+        sa.Column("psa_ticket_id", sa.String(length=64), nullable=True),
+        sa.Column("psa_context_status", sa.String(length=16), nullable=True),
+        sa.Column("ticket_data", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=True),
+        sa.Column("system_prompt", sa.Text(), nullable=False),
+        sa.Column("step_count", sa.Integer(), nullable=False),
+        sa.Column("message_seq", sa.Integer(), nullable=False),
+        sa.Column("state_version", sa.Integer(), nullable=False),
+        sa.Column("current_step_id", sa.Uuid(), nullable=True),
+        sa.Column("awaiting_generation", sa.Boolean(), nullable=False),
+        sa.Column("generation_error", sa.String(length=64), nullable=True),
+        sa.Column("is_branching", sa.Boolean(), nullable=False),
+        sa.Column("active_branch_id", sa.Uuid(), nullable=True),
+        sa.Column("total_input_tokens", sa.Integer(), nullable=False),
+        sa.Column("total_output_tokens", sa.Integer(), nullable=False),
+        sa.Column("resolved_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("resolution_summary", sa.Text(), nullable=True),
+        sa.Column("resolution_action", sa.Text(), nullable=True),
+        sa.Column("resolution_notes", sa.Text(), nullable=True),
+        sa.Column("rating", sa.Integer(), nullable=True),
+        sa.Column("feedback", sa.Text(), nullable=True),
+        sa.Column("analysis_status", sa.String(length=16), nullable=True),
+        sa.Column("escalation_reason", sa.Text(), nullable=True),
+        sa.Column("escalated_to_id", sa.Uuid(), nullable=True),
+        sa.Column("escalated_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("escalation_package", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=True),
+        sa.Column("picked_up_by_id", sa.Uuid(), nullable=True),
+        sa.Column("picked_up_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("account_id", sa.Uuid(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"], ["accounts.id"], name=op.f("fk_sessions_account_id_accounts"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["client_id"], ["clients.id"], name=op.f("fk_sessions_client_id_clients"), ondelete="SET NULL"
+        ),
+        sa.ForeignKeyConstraint(
+            ["escalated_to_id"], ["users.id"], name=op.f("fk_sessions_escalated_to_id_users"), ondelete="SET NULL"
+        ),
+        sa.ForeignKeyConstraint(
+            ["picked_up_by_id"], ["users.id"], name=op.f("fk_sessions_picked_up_by_id_users"), ondelete="SET NULL"
+        ),
+        sa.ForeignKeyConstraint(["team_id"], ["teams.id"], name=op.f("fk_sessions_team_id_teams"), ondelete="SET NULL"),
+        sa.ForeignKeyConstraint(["user_id"], ["users.id"], name=op.f("fk_sessions_user_id_users"), ondelete="CASCADE"),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_sessions")),
+    )
+    with op.batch_alter_table("sessions", schema=None) as batch_op:
+        batch_op.create_index("ix_sessions_account_created", ["account_id", "created_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_sessions_account_id"), ["account_id"], unique=False)
+        batch_op.create_index("ix_sessions_account_status", ["account_id", "status"], unique=False)
+        batch_op.create_index(batch_op.f("ix_sessions_client_id"), ["client_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_sessions_escalated_to_id"), ["escalated_to_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_sessions_kind"), ["kind"], unique=False)
+        batch_op.create_index(batch_op.f("ix_sessions_matched_flow_id"), ["matched_flow_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_sessions_picked_up_by_id"), ["picked_up_by_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_sessions_status"), ["status"], unique=False)
+        batch_op.create_index("ix_sessions_team_status", ["team_id", "status"], unique=False)
+        batch_op.create_index("ix_sessions_user_created", ["user_id", "created_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_sessions_user_id"), ["user_id"], unique=False)
+
+    op.create_table(
+        "flow_versions",
+        sa.Column("flow_id", sa.Uuid(), nullable=False),
+        sa.Column("version", sa.Integer(), nullable=False),
+        sa.Column("name", sa.String(length=200), nullable=False),
+        sa.Column("definition", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("created_by", sa.Uuid(), nullable=True),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("account_id", sa.Uuid(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"], ["accounts.id"], name=op.f("fk_flow_versions_account_id_accounts"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["created_by"], ["users.id"], name=op.f("fk_flow_versions_created_by_users"), ondelete="SET NULL"
+        ),
+        sa.ForeignKeyConstraint(
+            ["flow_id"], ["flows.id"], name=op.f("fk_flow_versions_flow_id_flows"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_flow_versions")),
+        sa.UniqueConstraint("flow_id", "version", name="uq_flow_versions_flow_version"),
+    )
+    with op.batch_alter_table("flow_versions", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_flow_versions_account_id"), ["account_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_flow_versions_flow_id"), ["flow_id"], unique=False)
+
+    op.create_table(
+        "fork_points",
+        sa.Column("session_id", sa.Uuid(), nullable=False),
+        sa.Column("parent_branch_id", sa.Uuid(), nullable=False),
+        sa.Column("trigger_step_id", sa.Uuid(), nullable=False),
+        sa.Column("fork_reason", sa.Text(), nullable=False),
+        sa.Column("options", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("account_id", sa.Uuid(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"], ["accounts.id"], name=op.f("fk_fork_points_account_id_accounts"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["session_id"], ["sessions.id"], name=op.f("fk_fork_points_session_id_sessions"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_fork_points")),
+    )
+    with op.batch_alter_table("fork_points", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_fork_points_account_id"), ["account_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_fork_points_session_id"), ["session_id"], unique=False)
+
+    op.create_table(
+        "session_branches",
+        sa.Column("session_id", sa.Uuid(), nullable=False),
+        sa.Column("parent_branch_id", sa.Uuid(), nullable=True),
+        sa.Column("fork_point_id", sa.Uuid(), nullable=True),
+        sa.Column("label", sa.String(length=120), nullable=False),
+        sa.Column("description", sa.Text(), nullable=False),
+        sa.Column("status", sa.String(length=16), nullable=False),
+        sa.Column("position", sa.Integer(), nullable=False),
+        sa.Column("lineage", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+        sa.Column("findings", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("account_id", sa.Uuid(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"], ["accounts.id"], name=op.f("fk_session_branches_account_id_accounts"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["session_id"], ["sessions.id"], name=op.f("fk_session_branches_session_id_sessions"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_session_branches")),
+    )
+    with op.batch_alter_table("session_branches", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_session_branches_account_id"), ["account_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_session_branches_session_id"), ["session_id"], unique=False)
+
+    op.create_table(
+        "session_messages",
+        sa.Column("session_id", sa.Uuid(), nullable=False),
+        sa.Column("branch_id", sa.Uuid(), nullable=True),
+        sa.Column("seq", sa.Integer(), nullable=False),
+        sa.Column("role", sa.String(length=16), nullable=False),
+        sa.Column("content", sa.Text(), nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("account_id", sa.Uuid(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"], ["accounts.id"], name=op.f("fk_session_messages_account_id_accounts"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["session_id"], ["sessions.id"], name=op.f("fk_session_messages_session_id_sessions"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_session_messages")),
+        sa.UniqueConstraint("session_id", "seq", name="uq_session_messages_session_seq"),
+    )
+    with op.batch_alter_table("session_messages", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_session_messages_account_id"), ["account_id"], unique=False)
+        batch_op.create_index(
+            "ix_session_messages_session_branch_seq", ["session_id", "branch_id", "seq"], unique=False
+        )
+
+    op.create_table(
+        "session_steps",
+        sa.Column("session_id", sa.Uuid(), nullable=False),
+        sa.Column("branch_id", sa.Uuid(), nullable=True),
+        sa.Column("step_order", sa.Integer(), nullable=False),
+        sa.Column("step_type", sa.String(length=24), nullable=False),
+        sa.Column("content", sa.JSON().with_variant(postgresql.JSONB(), "postgresql"), nullable=False),
+        sa.Column("context_message", sa.Text(), nullable=True),
+        sa.Column("confidence", sa.Float(), nullable=False),
+        sa.Column("reasoning", sa.Text(), nullable=True),
+        sa.Column("input_tokens", sa.Integer(), nullable=False),
+        sa.Column("output_tokens", sa.Integer(), nullable=False),
+        sa.Column("is_fork_point", sa.Boolean(), nullable=False),
+        sa.Column("fork_point_id", sa.Uuid(), nullable=True),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("selected_option", sa.String(length=200), nullable=True),
+        sa.Column("free_text_input", sa.Text(), nullable=True),
+        sa.Column("was_free_text", sa.Boolean(), nullable=False),
+        sa.Column("was_skipped", sa.Boolean(), nullable=False),
+        sa.Column("action_result", sa.String(length=16), nullable=True),
+        sa.Column("action_details", sa.Text(), nullable=True),
+        sa.Column("responded_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("responded_by_id", sa.Uuid(), nullable=True),
+        sa.Column("id", sa.Uuid(), nullable=False),
+        sa.Column("account_id", sa.Uuid(), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["account_id"], ["accounts.id"], name=op.f("fk_session_steps_account_id_accounts"), ondelete="CASCADE"
+        ),
+        sa.ForeignKeyConstraint(
+            ["session_id"], ["sessions.id"], name=op.f("fk_session_steps_session_id_sessions"), ondelete="CASCADE"
+        ),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_session_steps")),
+        sa.UniqueConstraint("session_id", "step_order", name="uq_session_steps_session_order"),
+    )
+    with op.batch_alter_table("session_steps", schema=None) as batch_op:
+        batch_op.create_index(batch_op.f("ix_session_steps_account_id"), ["account_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_session_steps_branch_id"), ["branch_id"], unique=False)
+        batch_op.create_index(batch_op.f("ix_session_steps_session_id"), ["session_id"], unique=False)
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table("session_steps", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_session_steps_session_id"))
+        batch_op.drop_index(batch_op.f("ix_session_steps_branch_id"))
+        batch_op.drop_index(batch_op.f("ix_session_steps_account_id"))
+
+    op.drop_table("session_steps")
+    with op.batch_alter_table("session_messages", schema=None) as batch_op:
+        batch_op.drop_index("ix_session_messages_session_branch_seq")
+        batch_op.drop_index(batch_op.f("ix_session_messages_account_id"))
+
+    op.drop_table("session_messages")
+    with op.batch_alter_table("session_branches", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_session_branches_session_id"))
+        batch_op.drop_index(batch_op.f("ix_session_branches_account_id"))
+
+    op.drop_table("session_branches")
+    with op.batch_alter_table("fork_points", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_fork_points_session_id"))
+        batch_op.drop_index(batch_op.f("ix_fork_points_account_id"))
+
+    op.drop_table("fork_points")
+    with op.batch_alter_table("flow_versions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_flow_versions_flow_id"))
+        batch_op.drop_index(batch_op.f("ix_flow_versions_account_id"))
+
+    op.drop_table("flow_versions")
+    with op.batch_alter_table("sessions", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_sessions_user_id"))
+        batch_op.drop_index("ix_sessions_user_created")
+        batch_op.drop_index("ix_sessions_team_status")
+        batch_op.drop_index(batch_op.f("ix_sessions_status"))
+        batch_op.drop_index(batch_op.f("ix_sessions_picked_up_by_id"))
+        batch_op.drop_index(batch_op.f("ix_sessions_matched_flow_id"))
+        batch_op.drop_index(batch_op.f("ix_sessions_kind"))
+        batch_op.drop_index(batch_op.f("ix_sessions_escalated_to_id"))
+        batch_op.drop_index(batch_op.f("ix_sessions_client_id"))
+        batch_op.drop_index("ix_sessions_account_status")
+        batch_op.drop_index(batch_op.f("ix_sessions_account_id"))
+        batch_op.drop_index("ix_sessions_account_created")
+
+    op.drop_table("sessions")
+    with op.batch_alter_table("script_templates", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_script_templates_team_id"))
+        batch_op.drop_index("ix_script_templates_account_usage")
+        batch_op.drop_index(batch_op.f("ix_script_templates_account_id"))
+
+    op.drop_table("script_templates")
+    with op.batch_alter_table("psa_member_mappings", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_psa_member_mappings_user_id"))
+        batch_op.drop_index(batch_op.f("ix_psa_member_mappings_account_id"))
+
+    op.drop_table("psa_member_mappings")
     with op.batch_alter_table("notifications", schema=None) as batch_op:
         batch_op.drop_index("ix_notifications_user_unread")
         batch_op.drop_index(batch_op.f("ix_notifications_created_at"))
         batch_op.drop_index(batch_op.f("ix_notifications_account_id"))
 
     op.drop_table("notifications")
+    with op.batch_alter_table("flows", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_flows_team_id"))
+        batch_op.drop_index("ix_flows_account_status")
+        batch_op.drop_index(batch_op.f("ix_flows_account_id"))
+
+    op.drop_table("flows")
     with op.batch_alter_table("api_tokens", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_api_tokens_user_id"))
         batch_op.drop_index("ix_api_tokens_token_hash")
@@ -186,10 +705,30 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f("ix_users_account_id"))
 
     op.drop_table("users")
+    with op.batch_alter_table("psa_pushes", schema=None) as batch_op:
+        batch_op.drop_index("ix_psa_pushes_subject")
+        batch_op.drop_index(batch_op.f("ix_psa_pushes_status"))
+        batch_op.drop_index(batch_op.f("ix_psa_pushes_connection_id"))
+        batch_op.drop_index(batch_op.f("ix_psa_pushes_account_id"))
+
+    op.drop_table("psa_pushes")
     with op.batch_alter_table("teams", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_teams_account_id"))
 
     op.drop_table("teams")
+    with op.batch_alter_table("psa_connections", schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f("ix_psa_connections_account_id"))
+
+    op.drop_table("psa_connections")
+    with op.batch_alter_table("llm_calls", schema=None) as batch_op:
+        batch_op.drop_index("ix_llm_calls_subject")
+        batch_op.drop_index(batch_op.f("ix_llm_calls_purpose"))
+        batch_op.drop_index(batch_op.f("ix_llm_calls_created_at"))
+        batch_op.drop_index(batch_op.f("ix_llm_calls_client_id"))
+        batch_op.drop_index(batch_op.f("ix_llm_calls_account_id"))
+        batch_op.drop_index("ix_llm_calls_account_created")
+
+    op.drop_table("llm_calls")
     with op.batch_alter_table("clients", schema=None) as batch_op:
         batch_op.drop_index(batch_op.f("ix_clients_account_id"))
 
