@@ -13,7 +13,11 @@ from deskpilot.api import problems
 from deskpilot.api.middleware import RequestContextMiddleware
 from deskpilot.api.routes import audit as audit_routes
 from deskpilot.api.routes import health, identity
+from deskpilot.api.routes import knowledge as knowledge_routes
+from deskpilot.api.routes import notifications as notification_routes
+from deskpilot.api.routes import psa as psa_routes
 from deskpilot.api.state import AppState
+from deskpilot.jobs import discover_job_modules
 from deskpilot.settings import Settings
 
 
@@ -23,6 +27,8 @@ def _operation_id(route: APIRoute) -> str:
 
 def create_app(settings: Settings | None = None, *, state: AppState | None = None) -> FastAPI:
     settings = settings or Settings()
+    # Every domain's jobs.py registers its handlers, so enqueue knows each name before the first request.
+    discover_job_modules()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -46,6 +52,9 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     app.include_router(health.router)
     app.include_router(identity.router)
     app.include_router(audit_routes.router)
+    app.include_router(knowledge_routes.router)
+    app.include_router(psa_routes.router)
+    app.include_router(notification_routes.router)
 
     from deskpilot.web import install as install_web
 

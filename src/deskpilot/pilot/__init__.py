@@ -1,0 +1,1 @@
+"""Pilot: AI-guided troubleshooting sessions (guided steps, flow mode, branches, escalation)."""

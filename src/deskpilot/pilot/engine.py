@@ -1,0 +1,643 @@
+"""The turn engine: load and check a session, rebuild a branch's history, produce and store the next step."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Final
+
+import httpx
+from sqlalchemy import CursorResult, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.orm.exc import StaleDataError
+
+from deskpilot.errors import DeskpilotError, NotFound
+from deskpilot.events.pubsub import PubSub
+from deskpilot.jobs import JobBackend
+from deskpilot.knowledge import service as knowledge
+from deskpilot.knowledge.schemas import FlowDefinition, FlowMatch
+from deskpilot.llm import (
+    LLM,
+    CallContext,
+    LLMNotConfigured,
+    Message,
+    ProviderUnavailable,
+    Purpose,
+)
+from deskpilot.pilot import branches as branching
+from deskpilot.pilot import escalation, flow_mode, prompts
+from deskpilot.pilot.access import Caller, SessionParties, check_access
+from deskpilot.pilot.errors import (
+    InvalidResponse,
+    NoLLMNoFlow,
+    SessionChanged,
+    SessionNotFound,
+    StepAlreadyAnswered,
+    StepGenerationFailed,
+    UnknownOption,
+)
+from deskpilot.pilot.lifecycle import SessionStatus
+from deskpilot.pilot.models import PilotSession, SessionBranch, SessionMessage, SessionStep
+from deskpilot.pilot.schemas import (
+    ActionStep,
+    AnyStep,
+    ForkStep,
+    SessionMode,
+    SessionSummary,
+    StepOption,
+    StepOut,
+    StepReply,
+    StepResponse,
+    TurnResult,
+    content_flag,
+    content_options,
+    step_content,
+    step_type_of,
+)
+from deskpilot.pilot.tiers import ConfidenceTier, confidence_to_tier, initial_confidence, next_confidence
+from deskpilot.security.crypto import SecretBox
+from deskpilot.storage import utcnow
+
+logger = logging.getLogger(__name__)
+
+MAX_STEPS_PER_SESSION: Final = 30
+STEP_MAX_TOKENS: Final = 2048
+SUBJECT_TYPE: Final = "pilot_session"
+GUIDED: Final = "guided"
+NO_LLM_NO_FLOW_MESSAGE: Final = (
+    "No LLM provider is configured and no flow matches this problem — configure DESKPILOT_LLM__DEFAULT_MODEL "
+    "or add a flow"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PilotDeps:
+    """What the Pilot needs besides the database: the LLM, secrets for PSA credentials, live updates, jobs.
+
+    `pubsub` (notifications are stored either way) and `jobs` (the knowledge flywheel) are optional.
+    """
+
+    llm: LLM
+    secrets: SecretBox
+    pubsub: PubSub | None = None
+    jobs: JobBackend | None = None
+    psa_http_client: httpx.AsyncClient | None = None
+
+
+# --- loading and views ----------------------------------------------------------------------
+
+
+def _parties(session: PilotSession) -> SessionParties:
+    return SessionParties(
+        owner_id=session.user_id, team_id=session.team_id, status=session.status,
+        escalated_to_id=session.escalated_to_id, picked_up_by_id=session.picked_up_by_id,
+    )
+
+
+async def load_session(
+    db: AsyncSession, caller: Caller, session_id: uuid.UUID, *, allow_team_access: bool = False
+) -> PilotSession:
+    """The session, if the caller may act on it (FP-033); another account's session is simply not found."""
+    session = await db.get(PilotSession, session_id)
+    if session is None or session.kind != GUIDED:
+        raise SessionNotFound(f"session {str(session_id)!r} not found")
+    check_access(caller, _parties(session), allow_team_access=allow_team_access)
+    return session
+
+
+async def load_turn(
+    db: AsyncSession, caller: Caller, session_id: uuid.UUID
+) -> tuple[PilotSession, SessionStep | None]:
+    """The session and the step waiting on it, in one query: the read of a turn."""
+    row = (await db.execute(
+        select(PilotSession, SessionStep)
+        .outerjoin(SessionStep, SessionStep.id == PilotSession.current_step_id)
+        .where(PilotSession.id == session_id)
+    )).one_or_none()
+    if row is None or row[0].kind != GUIDED:
+        raise SessionNotFound(f"session {str(session_id)!r} not found")
+    session, step = row
+    check_access(caller, _parties(session))
+    return session, step
+
+
+def session_tier(session: PilotSession) -> ConfidenceTier:
+    # The tier is a function of the score (FP-010; FP-011 lifts the score, not just the tier).
+    return confidence_to_tier(session.confidence_score)
+
+
+def step_out(step: SessionStep, session: PilotSession) -> StepOut:
+    content = step.content
+    return StepOut(
+        step_id=step.id, step_order=step.step_order, step_type=step.step_type, content=content,
+        context_message=step.context_message, options=content_options(content),
+        allow_free_text=content_flag(content, "allow_free_text"), allow_skip=content_flag(content, "allow_skip"),
+        confidence_tier=session_tier(session), confidence_score=session.confidence_score, branch_id=step.branch_id,
+        is_fork_point=step.is_fork_point, selected_option=step.selected_option,
+        free_text_input=step.free_text_input, was_skipped=step.was_skipped,
+        action_result=escalation.action_result(step.action_result), action_details=step.action_details,
+        responded_at=step.responded_at, created_at=step.created_at,
+    )
+
+
+def turn_result(session: PilotSession, step: SessionStep) -> TurnResult:
+    suggested = step.content.get("type") == "resolution_suggestion"
+    summary = step.content.get("resolution_summary") if suggested else None
+    return TurnResult(
+        session_id=session.id, status=session.status, mode=mode_of(session.mode), confidence_tier=session_tier(session),
+        confidence_score=session.confidence_score, next_step=step_out(step, session),
+        resolution_suggested=suggested, resolution_summary=summary if isinstance(summary, str) else None,
+        active_branch_id=session.active_branch_id, step_count=session.step_count,
+        steps_remaining=max(MAX_STEPS_PER_SESSION - session.step_count, 0),
+    )
+
+
+def mode_of(value: str) -> SessionMode:
+    return "flow" if value == "flow" else "ai"
+
+
+def session_summary(session: PilotSession) -> SessionSummary:
+    return SessionSummary.model_validate(session)
+
+
+async def all_steps(db: AsyncSession, session_id: uuid.UUID) -> list[SessionStep]:
+    return list((await db.scalars(
+        select(SessionStep).where(SessionStep.session_id == session_id).order_by(SessionStep.step_order)
+    )).all())
+
+
+async def branch_rows(db: AsyncSession, session: PilotSession) -> list[SessionBranch]:
+    return await branching.load_branches(db, session.id) if session.is_branching else []
+
+
+def active_branch(session: PilotSession, branches: Sequence[SessionBranch]) -> SessionBranch | None:
+    if not session.is_branching:
+        return None
+    return next((b for b in branches if b.id == session.active_branch_id), None)
+
+
+async def branch_history(db: AsyncSession, session: PilotSession, branch: SessionBranch | None) -> list[Message]:
+    """The active branch's conversation, rebuilt from the appended rows (no stored snapshot)."""
+    rows = await db.execute(
+        select(SessionMessage.role, SessionMessage.content)
+        .where(branching.history_filter(session.id, branch))
+        .order_by(SessionMessage.seq)
+    )
+    return [Message.assistant(content) if role == "assistant" else Message.user(content) for role, content in rows]
+
+
+def append_message(
+    db: AsyncSession, session: PilotSession, branch_id: uuid.UUID | None, role: str, content: str
+) -> int:
+    session.message_seq += 1
+    db.add(SessionMessage(
+        id=uuid.uuid4(), account_id=session.account_id, session_id=session.id, branch_id=branch_id,
+        seq=session.message_seq, role=role, content=content, created_at=utcnow(),
+    ))
+    return session.message_seq
+
+
+async def commit(db: AsyncSession) -> None:
+    """Commit; a concurrent change to the same session (version mismatch) is a 409, never a lost update."""
+    try:
+        await db.commit()
+    except (StaleDataError, IntegrityError) as e:
+        await db.rollback()
+        raise SessionChanged("The session was changed by another request; reload it and try again") from e
+
+
+def call_context(session: PilotSession) -> CallContext:
+    return CallContext(client_id=session.client_id, subject_type=SUBJECT_TYPE, subject_id=session.id)
+
+
+# --- producing a step -----------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class Produced:
+    """A step to store: from the LLM (`raw` is its validated JSON) or from a runbook node."""
+
+    step: AnyStep
+    raw: str
+    mode: SessionMode
+    input_tokens: int = 0
+    output_tokens: int = 0
+    flow_node_id: str | None = None
+    # Set when this step starts flow mode: the runbook copied onto the session.
+    flow_definition: dict[str, Any] | None = None
+    # Set when a runbook was found only now (a session that started without any step).
+    new_match: FlowMatch | None = None
+    extra_content: dict[str, Any] = field(default_factory=dict)
+
+
+def _system_prompt(session: PilotSession, branches: Sequence[SessionBranch]) -> str:
+    branch = active_branch(session, branches)
+    if branch is None:
+        return session.system_prompt
+    summary = branching.sibling_summary(branching.siblings_for(branch, branches))
+    return prompts.with_branch_context(session.system_prompt, branch.label, summary)
+
+
+async def _ai_step(llm: LLM, session: PilotSession, history: Sequence[Message], system_prompt: str) -> Produced:
+    result = await llm.structured(
+        Purpose.PILOT_STEP, [Message.system(system_prompt), *history], StepReply,
+        account_id=session.account_id, context=call_context(session), max_tokens=STEP_MAX_TOKENS,
+    )
+    reply = result.value
+    return Produced(
+        step=reply.step, raw=reply.model_dump_json(exclude_none=True), mode="ai",
+        input_tokens=result.usage.input_tokens, output_tokens=result.usage.output_tokens,
+    )
+
+
+async def _flow_definition(db: AsyncSession, session: PilotSession) -> FlowDefinition | None:
+    """The runbook that can drive this session: its copy, or the matched approved flow (score above 0.5)."""
+    if session.flow_definition is not None:
+        return FlowDefinition.model_validate(session.flow_definition)
+    if session.matched_flow_id is None or (session.match_score or 0.0) <= flow_mode.FLOW_MODE_MIN_SCORE:
+        return None
+    try:
+        return await knowledge.get_flow_definition(db, session.matched_flow_id)
+    except NotFound:
+        return None
+
+
+async def _flow_produced(
+    db: AsyncSession,
+    session: PilotSession,
+    definition: FlowDefinition,
+    flow_step: flow_mode.FlowStep,
+    *,
+    entering: bool,
+    match: FlowMatch | None = None,
+) -> Produced:
+    step = flow_step.step
+    flow_id = match.flow_id if match is not None else session.matched_flow_id
+    extra: dict[str, Any] = {"flow_node_id": flow_step.node_id, "flow_id": str(flow_id)}
+    if isinstance(step, ActionStep) and step.template_id:
+        # Runbooks name templates by slug; the console renders scripts by template id.
+        template = await knowledge.get_template_by_slug(db, session.account_id, step.template_id)
+        extra["template_slug"] = step.template_id
+        if template is not None:
+            step = step.model_copy(update={"template_id": str(template.id)})
+    return Produced(
+        step=step, raw=step.model_dump_json(exclude_none=True), mode="flow", flow_node_id=flow_step.node_id,
+        flow_definition=definition.model_dump(mode="json", exclude_defaults=True) if entering else None,
+        new_match=match, extra_content=extra,
+    )
+
+
+def _flow_name(session: PilotSession) -> str:
+    return session.matched_flow_name or "runbook"
+
+
+async def _rematch(db: AsyncSession, session: PilotSession) -> tuple[FlowMatch, FlowDefinition] | None:
+    """Look for a runbook again for a session that never got a step (a flow may have been added since)."""
+    text = prompts.intake_text(
+        str(session.intake.get("text", "")), str(session.intake.get("log_content", "")), _ticket_summary(session)
+    )
+    if not text:
+        return None
+    matches = await knowledge.find_matches(db, session.account_id, text, session.problem_domain, limit=1,
+                                           team_id=session.team_id)
+    if not matches or matches[0].score <= flow_mode.FLOW_MODE_MIN_SCORE:
+        return None
+    try:
+        return matches[0], await knowledge.get_flow_definition(db, matches[0].flow_id)
+    except NotFound:
+        return None
+
+
+def _ticket_summary(session: PilotSession) -> str | None:
+    ticket = session.intake.get("ticket_data")
+    summary = ticket.get("summary") if isinstance(ticket, dict) else None
+    return summary if isinstance(summary, str) else None
+
+
+def _generation_error(session: PilotSession, error: DeskpilotError, *, flow_exhausted: bool) -> DeskpilotError:
+    extra = {"session_id": str(session.id), "cause": "flow_exhausted" if flow_exhausted else error.code}
+    if flow_exhausted:
+        return StepGenerationFailed(
+            "The runbook has no further step and no LLM answered; your response is saved. Resolve or escalate "
+            "the session, or retry once an LLM is available.",
+            extra=extra,
+        )
+    if isinstance(error, LLMNotConfigured):
+        return NoLLMNoFlow(NO_LLM_NO_FLOW_MESSAGE, extra=extra)
+    return StepGenerationFailed(
+        f"The next step could not be generated ({error.detail}). What you entered is saved; retry generation.",
+        extra=extra,
+    )
+
+
+async def produce(
+    db: AsyncSession,
+    deps: PilotDeps,
+    session: PilotSession,
+    history: Sequence[Message],
+    branches: Sequence[SessionBranch],
+    previous: SessionStep | None,
+    *,
+    rematch: bool,
+) -> Produced:
+    """The next step: the runbook's while in flow mode, else the LLM's, falling back to the runbook when no model
+    answers (not configured, or down after its fallbacks). Raises the pilot error to show otherwise."""
+    flow_exhausted = False
+    if session.mode == "flow":
+        definition = await _flow_definition(db, session)
+        if definition is not None:
+            produced = await _next_flow_step(db, session, definition, previous)
+            if produced is not None:
+                return produced
+        flow_exhausted = True
+    try:
+        return await _ai_step(deps.llm, session, history, _system_prompt(session, branches))
+    except (LLMNotConfigured, ProviderUnavailable) as e:
+        logger.warning("no LLM step for session %s (%s)", session.id, e.code)
+        if not flow_exhausted:
+            definition = await _flow_definition(db, session)
+            match: FlowMatch | None = None
+            if definition is None and rematch:
+                found = await _rematch(db, session)
+                if found is not None:
+                    match, definition = found
+            if definition is not None:
+                name = match.name if match is not None else _flow_name(session)
+                first = flow_mode.first_step(definition, flow_name=name)
+                return await _flow_produced(db, session, definition, first, entering=True, match=match)
+        raise _generation_error(session, e, flow_exhausted=flow_exhausted) from e
+    except DeskpilotError as e:
+        logger.warning("LLM step for session %s failed: %s", session.id, e.code)
+        raise _generation_error(session, e, flow_exhausted=flow_exhausted) from e
+
+
+async def _next_flow_step(
+    db: AsyncSession, session: PilotSession, definition: FlowDefinition, previous: SessionStep | None
+) -> Produced | None:
+    node_id = previous.content.get("flow_node_id") if previous is not None else None
+    if previous is None or not isinstance(node_id, str):
+        first = flow_mode.first_step(definition, flow_name=_flow_name(session))
+        return await _flow_produced(db, session, definition, first, entering=False)
+    if previous.responded_at is None and definition.node(node_id) is not None:
+        # Nobody answered it (the session was escalated on it): ask it again of whoever continues.
+        again = flow_mode.step_for_node(definition, node_id, flow_name=_flow_name(session))
+        return await _flow_produced(db, session, definition, again, entering=False)
+    success = None if previous.action_result is None else previous.action_result == "success"
+    target = flow_mode.next_node_id(
+        definition, node_id, selected_option=previous.selected_option, action_success=success,
+        was_skipped=previous.was_skipped,
+    )
+    if target is None or definition.node(target) is None:
+        return None
+    flow_step = flow_mode.step_for_node(definition, target, flow_name=_flow_name(session))
+    return await _flow_produced(db, session, definition, flow_step, entering=False)
+
+
+# --- storing a step -------------------------------------------------------------------------
+
+
+async def apply_step(
+    db: AsyncSession,
+    session: PilotSession,
+    produced: Produced,
+    branches: list[SessionBranch],
+    *,
+    top_match_score: float | None = None,
+    initial: bool = False,
+) -> SessionStep:
+    """Add the step, its assistant message and the session's new state to the transaction (no commit)."""
+    step = produced.step
+    content = step_content(step)
+    content.update(produced.extra_content)
+    root: SessionBranch | None = None
+    if isinstance(step, ForkStep) and not session.is_branching:
+        root = await branching.create_root(db, session)
+        branches.append(root)
+    parent_id = session.active_branch_id if session.is_branching else None
+    seq = append_message(db, session, parent_id, "assistant", produced.raw)
+    row = SessionStep(
+        id=uuid.uuid4(), account_id=session.account_id, session_id=session.id, branch_id=parent_id,
+        step_order=session.step_count, step_type=step_type_of(step), context_message=step.context_message or None,
+        confidence=step.confidence if step.confidence is not None else session.confidence_score,
+        reasoning=step.reasoning or None, input_tokens=produced.input_tokens, output_tokens=produced.output_tokens,
+        created_at=utcnow(),
+    )
+    if isinstance(step, ForkStep):
+        parent = root or active_branch(session, branches)
+        assert parent is not None
+        fork = branching.create_fork(db, session, parent, row, step, seq)
+        for child in fork.branches:
+            append_message(db, session, child.id, "user", prompts.branch_intro_message(child.label, child.description))
+        content["fork_point_id"] = str(fork.point.id)
+        content["fork_branches"] = [{"branch_id": str(b.id), "label": b.label} for b in fork.branches]
+        # The fork is answered by choosing the branch to start with: each option's value is a branch id.
+        content["options"] = [
+            {"label": b.label, "value": str(b.id), "description": b.description} for b in fork.branches
+        ]
+        row.is_fork_point = True
+        row.fork_point_id = fork.point.id
+        fork.branches[0].status = "active"
+        session.active_branch_id = fork.branches[0].id
+        branches.extend(fork.branches)
+    row.content = content
+    db.add(row)
+    if initial:
+        score, tier = initial_confidence(step.confidence or 0.0, top_match_score)
+    else:
+        score, tier = next_confidence(step.confidence, session.confidence_score)
+    session.confidence_score, session.confidence_tier = score, tier
+    session.step_count += 1
+    session.total_input_tokens += produced.input_tokens
+    session.total_output_tokens += produced.output_tokens
+    session.awaiting_generation = False
+    session.generation_error = None
+    session.current_step_id = row.id
+    session.mode = produced.mode
+    if produced.flow_definition is not None:
+        session.flow_definition = produced.flow_definition
+    if produced.new_match is not None:
+        match = produced.new_match
+        session.matched_flow_id, session.matched_flow_name, session.match_score = match.flow_id, match.name, match.score
+        await record_match(db, match.flow_id)
+    return row
+
+
+async def record_match(db: AsyncSession, flow_id: uuid.UUID) -> None:
+    """Usage statistics of the matched flow (FP-017); a failure here must not stop the session."""
+    try:
+        await knowledge.record_match(db, flow_id)
+    except NotFound:
+        logger.warning("matched flow %s vanished before its match was recorded", flow_id)
+
+
+async def _reload(db: AsyncSession, session_id: uuid.UUID) -> PilotSession:
+    session = await db.get(PilotSession, session_id, populate_existing=True)
+    if session is None:
+        raise SessionNotFound(f"session {str(session_id)!r} not found")
+    return session
+
+
+async def _store(
+    db: AsyncSession, session: PilotSession, produced: Produced, branches: list[SessionBranch]
+) -> tuple[PilotSession, SessionStep]:
+    """Store a generated step in one transaction.
+
+    If the session changed while the model was thinking (paused, say), the step is applied again to the fresh
+    state as long as that state still waits for a step on the same branch; otherwise the step is dropped (409).
+    """
+    session_id, branch_id = session.id, session.active_branch_id
+    for attempt in (1, 2):
+        try:
+            row = await apply_step(db, session, produced, branches)
+            await db.commit()
+            return session, row
+        except (StaleDataError, IntegrityError):
+            # The rollback expires every loaded object: nothing of the old state is read after it.
+            await db.rollback()
+            session = await _reload(db, session_id)
+            still_wanted = (
+                attempt == 1
+                and session.awaiting_generation
+                and session.active_branch_id == branch_id
+                and session.status in (SessionStatus.ACTIVE, SessionStatus.PAUSED)
+            )
+            if not still_wanted:
+                raise SessionChanged(
+                    "The session changed while its next step was being generated; reload it"
+                ) from None
+            branches = await branch_rows(db, session)
+    raise AssertionError("unreachable")
+
+
+async def _record_generation_error(db: AsyncSession, session: PilotSession, error: DeskpilotError) -> None:
+    cause = error.extra.get("cause", error.code)
+    session.generation_error = str(cause)[:64]
+    try:
+        await db.commit()
+    except (StaleDataError, IntegrityError):
+        # Only a hint for the console; a concurrent change wins.
+        await db.rollback()
+
+
+async def generate(
+    db: AsyncSession,
+    deps: PilotDeps,
+    session: PilotSession,
+    history: Sequence[Message],
+    branches: list[SessionBranch],
+    previous: SessionStep | None,
+) -> TurnResult:
+    """Produce and store the next step of a session that awaits one (its input is already committed)."""
+    try:
+        # A session that never got a step may find a runbook added since it started.
+        produced = await produce(db, deps, session, history, branches, previous, rematch=session.step_count == 0)
+    except (NoLLMNoFlow, StepGenerationFailed) as e:
+        await _record_generation_error(db, session, e)
+        raise
+    session, row = await _store(db, session, produced, branches)
+    return turn_result(session, row)
+
+
+# --- responses ------------------------------------------------------------------------------
+
+
+def question_options(content: dict[str, Any]) -> list[StepOption]:
+    options: list[StepOption] = []
+    for raw in content_options(content):
+        label, value = raw.get("label"), raw.get("value")
+        if isinstance(label, str) and isinstance(value, str) and label and value:
+            options.append(StepOption(label=label, value=value))
+    return options
+
+
+def check_response(session: PilotSession, step: SessionStep, response: StepResponse) -> None:
+    """Refuse, before anything is written, a response this step cannot take."""
+    content = step.content
+    kind = content.get("type")
+    if kind == "briefing":
+        raise InvalidResponse("The escalation briefing takes no response", code="briefing_takes_no_response")
+    if response.was_skipped and not content_flag(content, "allow_skip"):
+        raise InvalidResponse("This step cannot be skipped", code="skip_not_allowed")
+    values = [str(o.get("value")) for o in content_options(content)]
+    if response.selected_option is not None and response.selected_option not in values:
+        raise UnknownOption(
+            f"Option {response.selected_option!r} is not one of this step's options",
+            extra={"options": values},
+        )
+    if kind == "question" and not content_flag(content, "allow_free_text"):
+        if response.free_text_input and response.free_text_input.strip():
+            raise InvalidResponse("This step takes one of its options, not free text", code="free_text_not_allowed")
+        if response.selected_option is None and not response.was_skipped and values:
+            raise InvalidResponse("Choose one of this step's options", code="option_required")
+    node_id = content.get("flow_node_id")
+    if isinstance(node_id, str) and session.flow_definition is not None:
+        flow_mode.check_response(
+            FlowDefinition.model_validate(session.flow_definition), node_id,
+            selected_option=response.selected_option,
+            action_success=None if response.action_result is None else response.action_result.success,
+            was_skipped=response.was_skipped,
+        )
+
+
+async def record_response(
+    db: AsyncSession, caller: Caller, step: SessionStep, response: StepResponse, now: datetime
+) -> None:
+    """Write the response onto the step only if nobody answered it first (FP-025); the loser gets 409."""
+    result = response.action_result
+    values = {
+        "selected_option": response.selected_option,
+        "free_text_input": response.free_text_input,
+        "was_free_text": bool(response.free_text_input and not response.selected_option),
+        "was_skipped": response.was_skipped,
+        "action_result": None if result is None else ("success" if result.success else "failure"),
+        "action_details": None if result is None else result.details,
+        "responded_at": now,
+        "responded_by_id": caller.user_id,
+    }
+    outcome = await db.execute(
+        update(SessionStep)
+        .where(SessionStep.id == step.id, SessionStep.responded_at.is_(None))
+        .values(**values)
+        .execution_options(synchronize_session=False)
+    )
+    assert isinstance(outcome, CursorResult)
+    if outcome.rowcount != 1:
+        step_id = str(step.id)  # read before the rollback expires the object
+        await db.rollback()
+        raise StepAlreadyAnswered("This step has already been answered", extra={"step_id": step_id})
+    for key, value in values.items():
+        set_committed_value(step, key, value)
+
+
+def switch_to(
+    session: PilotSession, branches: Sequence[SessionBranch], target: SessionBranch, *, at_fork: bool = False
+) -> None:
+    """Make `target` the active branch.
+
+    `at_fork`: the switch answers a fork that no branch has worked on yet, so the branch the fork opened on
+    automatically was never tried and goes back to untried.
+    """
+    current = active_branch(session, branches)
+    if at_fork and current is not None and current.id != target.id and current.status == "active":
+        current.status = "untried"
+    if target.status == "untried":
+        target.status = "active"
+    session.active_branch_id = target.id
+
+
+async def last_step(db: AsyncSession, session: PilotSession) -> SessionStep | None:
+    stmt = select(SessionStep).where(SessionStep.session_id == session.id)
+    if session.is_branching:
+        stmt = stmt.where(SessionStep.branch_id == session.active_branch_id)
+    return await db.scalar(stmt.order_by(SessionStep.step_order.desc()).limit(1))
+
+
+async def current_step_or_none(db: AsyncSession, session: PilotSession) -> SessionStep | None:
+    if session.current_step_id is None:
+        return None
+    return await db.get(SessionStep, session.current_step_id)
