@@ -15,6 +15,8 @@ from deskpilot.errors import AuthenticationRequired, PermissionDenied
 from deskpilot.events.audit import Actor
 from deskpilot.identity import service as identity
 from deskpilot.identity.models import Role, User
+from deskpilot.pilot.access import Caller
+from deskpilot.pilot.engine import PilotDeps
 from deskpilot.security.cookies import ConsoleSession
 
 CSRF_HEADER = "X-CSRF-Token"
@@ -118,3 +120,14 @@ SessionDep = Annotated[AsyncSession, Depends(get_session)]
 EngineerDep = Annotated[Principal, Depends(require_role(Role.ENGINEER))]
 LeadDep = Annotated[Principal, Depends(require_role(Role.LEAD))]
 AdminDep = Annotated[Principal, Depends(require_role(Role.ADMIN))]
+
+
+def pilot_deps(state: AppState) -> PilotDeps:
+    """The Pilot service's collaborators, all long-lived parts of the app."""
+    return PilotDeps(llm=state.llm, secrets=state.secrets, pubsub=state.pubsub, jobs=state.jobs,
+                     psa_http_client=state.http)
+
+
+def pilot_caller(principal: Principal) -> Caller:
+    return Caller(user_id=principal.user_id, account_id=principal.account_id, team_id=principal.team_id,
+                  name=principal.name)
