@@ -36,9 +36,9 @@ async def traced_client(tmp_path: Path, migrated_template: Path) -> AsyncIterato
     settings = make_settings(tmp_path, telemetry={"tracing": True})
     state = AppState.build(settings)
     app = create_app(settings, state=state)
-    async with app.router.lifespan_context(app):
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
-            yield http
+    transport = httpx.ASGITransport(app=app)
+    async with app.router.lifespan_context(app), httpx.AsyncClient(transport=transport, base_url="http://t") as http:
+        yield http
 
 
 async def test_request_span_carries_request_id(traced_client: httpx.AsyncClient) -> None:

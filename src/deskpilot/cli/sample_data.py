@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 
 from deskpilot.identity import service as identity
-from deskpilot.knowledge import service as knowledge
 from deskpilot.identity.models import Account, Role
+from deskpilot.knowledge import service as knowledge
 from deskpilot.storage import Database
 
 DEMO_ACCOUNT = "Northwind MSP"
