@@ -103,6 +103,8 @@ def serve(
         host=host or settings.server.host,
         port=port or settings.server.port,
         log_config=None,
+        # deskpilot's own middleware logs each request with its request id.
+        access_log=False,
         proxy_headers=True,
         # Open SSE streams would otherwise hold shutdown until every browser tab goes away.
         timeout_graceful_shutdown=5,
