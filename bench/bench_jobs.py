@@ -144,7 +144,8 @@ async def bench_celery(quick: bool, redis_url: str) -> list[dict[str, str]]:
     with tempfile.TemporaryDirectory() as tmp:
         process = _start_worker(redis_url, queue, Path(tmp), workers)
         backend = CeleryBackend(settings, registry, queue=queue)
-        pubsub = RedisPubSub(redis_url)
+        # The burst's answers arrive faster than they are read: room for all of them, none dropped.
+        pubsub = RedisPubSub(redis_url, max_pending=burst + trips + 100)
         try:
             await backend.start()
             async with pubsub.subscribe(f"bench:{uuid.uuid4().hex}") as sub:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -31,8 +32,11 @@ _HTTP_CODES = {
 }
 
 
+_STANDARD_FIELDS = frozenset({"type", "title", "status", "detail", "code", "instance", "request_id"})
+
+
 def problem(
-    status: int, code: str, title: str, detail: str, request: Request, **extra: Any
+    status: int, code: str, title: str, detail: str, request: Request, extra: Mapping[str, Any] | None = None
 ) -> JSONResponse:
     body: dict[str, Any] = {
         "type": TYPE_BASE + code,
@@ -45,7 +49,8 @@ def problem(
     request_id = getattr(request.state, "request_id", None)
     if request_id:
         body["request_id"] = request_id
-    body.update(extra)
+    # Extension members never overwrite the standard ones (RFC 9457 section 3.2).
+    body.update({k: v for k, v in (extra or {}).items() if k not in _STANDARD_FIELDS})
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
@@ -59,7 +64,7 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, DeskpilotError)
     if exc.status >= 500:
         logger.warning("request %s failed: %s (%s)", request.url.path, exc.code, exc.detail)
-    return problem(exc.status, exc.code, exc.title, exc.detail, request, **exc.extra)
+    return problem(exc.status, exc.code, exc.title, exc.detail, request, exc.extra)
 
 
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
@@ -70,7 +75,7 @@ async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     ]
     summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])
     return problem(422, "validation_failed", "Validation failed", summary or "request is invalid", request,
-                   errors=errors)
+                   {"errors": errors})
 
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:

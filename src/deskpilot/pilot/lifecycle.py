@@ -85,7 +85,7 @@ def transition(status: str, action: Action) -> SessionStatus:
     """The status after `action`; raises InvalidSessionState (409) with the rule's message when not allowed."""
     rule = TRANSITIONS[action]
     if status not in rule.allowed_from:
-        raise InvalidSessionState(rule.message(status), extra={"status": status, "action": action.value})
+        raise InvalidSessionState(rule.message(status), extra={"session_status": status, "action": action.value})
     return rule.to if rule.to is not None else SessionStatus(status)
 
 
