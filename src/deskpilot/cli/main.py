@@ -14,6 +14,7 @@ from rich.table import Table
 
 from deskpilot import __version__
 from deskpilot.cli.knowledge import knowledge_app
+from deskpilot.cli.pilot import pilot_command
 from deskpilot.errors import DeskpilotError
 from deskpilot.settings import Settings
 
@@ -29,6 +30,7 @@ admin_app.add_typer(user_app, name="user")
 admin_app.add_typer(token_app, name="token")
 app.add_typer(llm_app, name="llm")
 app.add_typer(knowledge_app, name="knowledge")
+app.command("pilot")(pilot_command)
 
 console = Console()
 err_console = Console(stderr=True)
