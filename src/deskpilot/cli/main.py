@@ -144,8 +144,8 @@ def demo(
         console.print(f"Owner API token (shown once): [bold]{login.api_token}[/bold]")
     if not settings.llm_configured:
         console.print(
-            "No LLM provider configured: AI features say so; set DESKPILOT_LLM__DEFAULT_MODEL "
-            "(e.g. openai:gpt-4o-mini) and the provider's API key to turn them on."
+            "No LLM provider configured: Pilot sessions run in flow mode, driven by the starter runbooks. "
+            "Set DESKPILOT_LLM__DEFAULT_MODEL (e.g. openai:gpt-4o-mini) and the provider's API key for AI mode."
         )
     console.rule()
     if serve_after:
