@@ -29,6 +29,7 @@ from tests.llm.conftest import OPENAI_KEY
 async def test_openai_stream_yields_deltas_then_usage(
     llm: LLM, openai_server: FakeOpenAIServer, recorder: MemoryRecorder
 ) -> None:
+    """FP-052: the provider abstraction streams text with token counts."""
     openai_server.enqueue(text_reply("Restart the print spooler service.", input_tokens=21, output_tokens=7))
 
     async with llm.stream("quick", "printer stuck", account_id=None) as stream:
@@ -180,6 +181,7 @@ async def test_closing_a_stream_early_records_the_partial_answer(recorder: Memor
 
 
 async def test_streaming_unsupported_names_the_class() -> None:
+    """FP-052: a model without streaming says so; callers fall back to a plain call."""
     class EchoModel(Model):
         name = "test:echo"
 

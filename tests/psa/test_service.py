@@ -48,6 +48,7 @@ async def make_connection(
 async def test_credentials_are_encrypted_at_rest(
     app_state: AppState, tenant_a: Tenant, connectwise_server: FakeConnectWise
 ) -> None:
+    """FP-045: PSA credentials are encrypted (Fernet) at rest."""
     connection_id = await make_connection(app_state, tenant_a, connectwise_server)
     async with app_state.db.engine.connect() as conn:
         row = (await conn.execute(text("SELECT * FROM psa_connections"))).mappings().one()
@@ -180,6 +181,7 @@ async def test_ticket_context_passthrough_and_safe_load(
 async def test_auto_mapping_by_email_keeps_manual_overrides(
     app_state: AppState, tenant_a: Tenant, connectwise_server: FakeConnectWise, http: httpx.AsyncClient
 ) -> None:
+    """FP-045: members are mapped by email automatically; a manual override wins."""
     connection_id = await make_connection(app_state, tenant_a, connectwise_server)
     owner, engineer = tenant_a.users[Role.OWNER], tenant_a.users[Role.ENGINEER]
     async with app_state.db.session(tenant_a.account_id) as session:
@@ -246,6 +248,7 @@ def draft(user_id: uuid.UUID, hours: str = "0.25") -> TimeEntryDraft:
 async def test_push_note_and_time_entry(
     app_state: AppState, tenant_a: Tenant, connectwise_server: FakeConnectWise, http: httpx.AsyncClient
 ) -> None:
+    """FP-045: notes and time entries are posted to the ticket."""
     connection_id = await make_connection(app_state, tenant_a, connectwise_server)
     engineer = tenant_a.users[Role.ENGINEER]
     async with app_state.db.session(tenant_a.account_id) as session:
