@@ -51,10 +51,10 @@ async def test_every_section_renders_in_the_layout(
 
 async def test_planned_sections_say_what_they_need(client: httpx.AsyncClient, tenant_a: Tenant) -> None:
     await login(client, Role.ENGINEER)
-    pilot = await client.get("/pilot")
-    assert "What will appear here" in pilot.text
-    assert "What it needs" in pilot.text
-    assert "No LLM provider is configured" in pilot.text
+    chat = await client.get("/chat")
+    assert "What will appear here" in chat.text
+    assert "What it needs" in chat.text
+    assert "No LLM provider is configured" in chat.text
     approvals = await client.get("/approvals")
     assert "LLM provider" not in approvals.text.split("What it needs")[1].split("</ul>")[0]
 

@@ -25,12 +25,6 @@ class Plan:
 
 
 PLANS: dict[str, Plan] = {
-    "pilot": Plan(
-        "Guided troubleshooting: describe a problem or link a PSA ticket, and Pilot leads the diagnosis step "
-        "by step, tracks confidence, and writes the ticket notes and client update when you resolve it.",
-        ("Runbooks (flows) in Knowledge to run in flow mode, or an LLM provider for AI-led sessions.",),
-        uses_llm=True,
-    ),
     "chat": Plan(
         "A free chat copilot whose replies become a task lane, a list of known facts and one suggested fix.",
         ("An LLM provider.",),
@@ -59,12 +53,6 @@ PLANS: dict[str, Plan] = {
         ("Agents or automations that produce suggestions.",),
         uses_llm=False,
     ),
-    "knowledge": Plan(
-        "Runbooks (flows), script templates and documentation, with how often each was used and how often "
-        "it solved the problem.",
-        ("Flows written here or imported; Pilot's flow mode follows them.",),
-        uses_llm=False,
-    ),
 }
 
 
@@ -74,18 +62,13 @@ async def page_dashboard(console: ConsoleDep) -> HTMLResponse:
     team = await identity.get_team(console.session, me.team_id) if me.team_id else None
     return await render(console, "dashboard.html", active=None, team=team,
                         llm_configured=console.state.settings.llm_configured,
-                        cards=[s for s in SECTIONS if s.key in PLANS])
+                        cards=[s for s in SECTIONS if s.key != "settings"])
 
 
 async def _section(console: Console, key: str) -> HTMLResponse:
     section = next(s for s in SECTIONS if s.key == key)
     return await render(console, "sections/planned.html", active=key, section=section, plan=PLANS[key],
                         llm_configured=console.state.settings.llm_configured)
-
-
-@router.get("/pilot")
-async def page_pilot(console: ConsoleDep) -> HTMLResponse:
-    return await _section(console, "pilot")
 
 
 @router.get("/chat")
@@ -111,8 +94,3 @@ async def page_automations(console: ConsoleDep) -> HTMLResponse:
 @router.get("/approvals")
 async def page_approvals(console: ConsoleDep) -> HTMLResponse:
     return await _section(console, "approvals")
-
-
-@router.get("/knowledge")
-async def page_knowledge(console: ConsoleDep) -> HTMLResponse:
-    return await _section(console, "knowledge")
