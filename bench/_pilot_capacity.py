@@ -1,0 +1,360 @@
+"""Measurement 3: N guided sessions at once, 5 turns each, over HTTP against one server; the model answers in 1 s."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import os
+import re
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from bench._pilot_common import INTAKE, RESPONSE, Tenant, as_row, median, percentile, prepare
+from bench._pilot_fake import API_KEY
+from bench._pilot_turn import DeskpilotTurns
+from deskpilot.pilot import service
+from deskpilot.storage import Database
+
+REPO = Path(__file__).resolve().parent.parent
+# The start makes two model calls (triage, first step); each turn one.
+START_CALLS = 2
+WARMUP_SESSIONS = 5
+# Larger levels are not run once a level has errors or falls below this: they only take longer to fail.
+GIVE_UP_BELOW = 0.5
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=15)
+
+
+def _cpu_s(pid: int | None = None) -> float:
+    """CPU seconds (user + system) used so far by a child process, or by this one."""
+    if pid is None:
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        return usage.ru_utime + usage.ru_stime
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def _child_env(extra: dict[str, str]) -> dict[str, str]:
+    # The parent's DESKPILOT_* settings (a developer's Redis or Celery, say) must not leak into the server.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DESKPILOT_")}  # noqa: TID251 - PATH and friends
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    return {**env, **extra}
+
+
+@dataclass
+class FakeModel:
+    """The delayed OpenAI-compatible server's process: started first, waited for once the server is up too."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def wait_ready(self) -> None:
+        assert self.process.stdout is not None
+        if not self.process.stdout.readline().strip():
+            raise RuntimeError(f"the fake model did not start: {self.log.read_text()[-2000:]}")
+
+
+@contextmanager
+def _fake_model(tmp: Path, delay_s: float) -> Iterator[FakeModel]:
+    """The fake model in its own process, on a port chosen here so that the server can start alongside."""
+    port = _free_port()
+    log_path = tmp / "fake-model.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bench._pilot_fake", f"--delay={delay_s}", f"--port={port}"],
+            cwd=tmp, env=_child_env({}), stdout=subprocess.PIPE, stderr=log, start_new_session=True,
+        )
+    try:
+        yield FakeModel(process, port, log_path)
+    finally:
+        _stop(process)
+
+
+@contextmanager
+def _server(
+    tmp: Path, database_url: str, model_url: str, *, launcher: tuple[str, ...] = ("-m", "uvicorn")
+) -> Iterator[tuple[str, int]]:
+    """`deskpilot.api.app:create_app` under uvicorn in its own process (settings from the environment).
+
+    `launcher` replaces `-m uvicorn` (bench._pilot_profile runs the server under cProfile this way).
+    """
+    port = _free_port()
+    env = _child_env({
+        "DESKPILOT_DATABASE__URL": database_url,
+        "DESKPILOT_LLM__DEFAULT_MODEL": "openai:gpt-4o-mini",
+        "DESKPILOT_LLM__OPENAI__API_KEY": API_KEY,
+        "DESKPILOT_LLM__OPENAI__BASE_URL": model_url,
+        "DESKPILOT_LLM__TIMEOUT_S": "120",
+        "DESKPILOT_JOBS__BACKEND": "inprocess",
+    })
+    command = [
+        sys.executable, *launcher, "deskpilot.api.app:create_app", "--factory", "--host=127.0.0.1",
+        f"--port={port}", "--log-level=warning", "--no-access-log", "--backlog=4096",
+    ]
+    log_path = tmp / "server.log"
+    with log_path.open("wb") as log:
+        # cwd is the temporary folder: no developer's .env is read.
+        process = subprocess.Popen(command, cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                   start_new_session=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"the server exited: {log_path.read_text()[-2000:]}")
+            try:
+                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the server did not start: {log_path.read_text()[-2000:]}")
+            time.sleep(0.2)
+        yield base, process.pid
+    finally:
+        _stop(process)
+
+
+@dataclass
+class Level:
+    """One load level: N sessions at once; `started` False means they existed before and only answer turns."""
+
+    sessions: int
+    turns: int
+    started: bool
+    delay_s: float
+    wall_s: float = 0.0
+    turn_ms: list[float] = field(default_factory=list)
+    start_ms: list[float] = field(default_factory=list)
+    errors: collections.Counter[str] = field(default_factory=collections.Counter)
+    # The first answer of each kind of failure, to show what went wrong.
+    samples: dict[str, str] = field(default_factory=dict)
+    cpu_ms: dict[str, float] = field(default_factory=dict)
+
+    def failed(self, what: str, reply: httpx.Response) -> None:
+        key = f"{what} {reply.status_code}"
+        self.errors[key] += 1
+        self.samples.setdefault(key, reply.text[:400])
+
+    @property
+    def ideal_s(self) -> float:
+        return self.delay_s * ((START_CALLS if self.started else 0) + self.turns)
+
+    @property
+    def efficiency(self) -> float:
+        return self.ideal_s / self.wall_s
+
+    @property
+    def requests(self) -> int:
+        return len(self.turn_ms) + len(self.start_ms)
+
+
+@dataclass
+class Open:
+    """A session the load generator continues: its id and the step waiting for an answer."""
+
+    session_id: str
+    step_id: str
+
+
+async def _turns(client: httpx.AsyncClient, level: Level, session: Open) -> None:
+    for _ in range(level.turns):
+        answer = {**RESPONSE.model_dump(mode="json", exclude_defaults=True), "step_id": session.step_id}
+        started = time.perf_counter()
+        reply = await client.post(f"/api/v1/sessions/{session.session_id}/responses", json=answer)
+        if reply.status_code != 200:
+            level.failed("respond", reply)
+            return
+        level.turn_ms.append((time.perf_counter() - started) * 1000.0)
+        session.step_id = reply.json()["next_step"]["step_id"]
+
+
+async def _session(client: httpx.AsyncClient, level: Level) -> None:
+    started = time.perf_counter()
+    reply = await client.post("/api/v1/sessions", json=INTAKE.model_dump(mode="json", exclude_defaults=True))
+    if reply.status_code != 201:
+        level.failed("start", reply)
+        return
+    level.start_ms.append((time.perf_counter() - started) * 1000.0)
+    body = reply.json()
+    await _turns(client, level, Open(body["session_id"], body["first_step"]["step_id"]))
+
+
+class Load:
+    """The load generator: one pooled httpx client, CPU accounting of the three processes per level."""
+
+    def __init__(self, client: httpx.AsyncClient, pids: dict[str, int | None]) -> None:
+        self.client = client
+        self.pids = pids
+
+    async def run(self, level: Level, existing: list[Open]) -> Level:
+        before = {name: _cpu_s(pid) for name, pid in self.pids.items()}
+        started = time.perf_counter()
+        if level.started:
+            await asyncio.gather(*(_session(self.client, level) for _ in range(level.sessions)))
+        else:
+            await asyncio.gather(*(_turns(self.client, level, session) for session in existing))
+        level.wall_s = time.perf_counter() - started
+        done = max(level.requests, 1)
+        level.cpu_ms = {name: (_cpu_s(pid) - before[name]) * 1000.0 / done for name, pid in self.pids.items()}
+        return level
+
+
+async def _start_here(db: Database, tenant: Tenant, count: int) -> list[Open]:
+    """Sessions started in this process (zero-latency model) for the turns-only levels."""
+    ours = DeskpilotTurns(db, tenant)
+    opened = []
+    for _ in range(count):
+        async with db.session(tenant.account_id) as session:
+            started = await service.start_session(session, ours.deps, tenant.caller, INTAKE)
+        opened.append(Open(str(started.session_id), str(started.first_step.step_id)))
+    return opened
+
+
+def _give_up(level: Level) -> bool:
+    return bool(level.errors) or level.efficiency < GIVE_UP_BELOW
+
+
+async def _measure(tmp: Path, levels: tuple[int, ...], turns: int, delay_s: float) -> tuple[list[Level], list[Level]]:
+    path = tmp / "capacity.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    db = Database(url)
+    tenant = await prepare(db)
+    whole: list[Level] = []
+    turns_only: list[Level] = []
+    limits = httpx.Limits(max_connections=max(levels) + 16, max_keepalive_connections=max(levels) + 16)
+    headers = {"Authorization": f"Bearer {tenant.token}"}
+    try:
+        with _fake_model(tmp, delay_s) as fake, _server(tmp, url, fake.url) as (base, pid):
+            fake.wait_ready()
+            async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=300) as client:
+                load = Load(client, {"server": pid, "fake model": fake.process.pid, "load generator": None})
+                await load.run(Level(min(WARMUP_SESSIONS, *levels), 1, started=True, delay_s=delay_s), [])
+                for sessions in levels:
+                    await asyncio.sleep(1.0)  # let the previous level's connections close
+                    whole.append(await load.run(Level(sessions, turns, started=True, delay_s=delay_s), []))
+                    if _give_up(whole[-1]):
+                        break
+                for sessions in levels:
+                    # Fresh sessions each level (the server is idle meanwhile; SQLite WAL takes both writers).
+                    existing = await _start_here(db, tenant, sessions)
+                    await asyncio.sleep(1.0)
+                    level = Level(sessions, turns, started=False, delay_s=delay_s)
+                    turns_only.append(await load.run(level, existing))
+                    if _give_up(level):
+                        break
+    finally:
+        await db.dispose()
+    return whole, turns_only
+
+
+def _row(level: Level) -> dict[str, str]:
+    errors = ", ".join(f"{n} × {what}" for what, n in level.errors.items()) or "no errors"
+    if level.errors:
+        errors += f" (first: {next(iter(level.samples.values()))[:200]})"
+    latency = (
+        f"turn p50 {median(level.turn_ms):.0f} ms / p99 {percentile(level.turn_ms, 0.99):.0f} ms"
+        if level.turn_ms else "no turn completed"
+    )
+    if level.start_ms:
+        latency += f", start p50 {median(level.start_ms):.0f} ms"
+    cpu = ", ".join(f"{name} {ms:.1f}" for name, ms in level.cpu_ms.items())
+    what = "start + " if level.started else "existing sessions, "
+    plural = "" if level.turns == 1 else "s"
+    return as_row(
+        measure="3. capacity over HTTP" + ("" if level.started else ", turns only"),
+        system=f"{level.sessions} sessions: {what}{level.turns} turn{plural} each, all at once",
+        result=f"efficiency {level.efficiency:.3f} (wall {level.wall_s:.1f} s, ideal {level.ideal_s:g} s)",
+        vs_reference="goal ≥ 0.9",
+        detail=f"{latency} (model {level.delay_s:g} s a call); CPU ms per request: {cpu}; {errors}",
+    )
+
+
+def _skipped(levels: tuple[int, ...], ran: list[Level], label: str) -> list[dict[str, str]]:
+    return [
+        as_row(measure="3. capacity over HTTP" + label, system=f"{n} sessions", result="not run",
+               vs_reference="goal ≥ 0.9", detail="a smaller level already had errors or efficiency < 0.5")
+        for n in levels[len(ran):]
+    ]
+
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def _server_log(tmp: Path) -> str:
+    """What the server logged (warnings and errors: uvicorn runs at WARNING), counted by message."""
+    path = tmp / "server.log"
+    if not path.exists():
+        return ""
+    messages: collections.Counter[str] = collections.Counter()
+    for line in path.read_text(errors="replace").splitlines():
+        if line and not line[0].isspace() and not line.startswith("Traceback"):
+            messages[_UUID.sub("…", line)[:160]] += 1
+    return "; ".join(f"{n} × {message}" for message, n in messages.most_common(6))
+
+
+def _best(levels: list[Level]) -> int | None:
+    good = [lv.sessions for lv in levels if not lv.errors and lv.efficiency >= 0.9]
+    return max(good) if good else None
+
+
+def measure(tmp: Path, *, levels: tuple[int, ...], turns: int, delay_s: float) -> list[dict[str, str]]:
+    """Whole sessions (start + turns, all at once) per level, then turns alone on sessions started beforehand.
+
+    The wall time runs from the first request to the last answer. Levels stop growing after the first one
+    with errors or an efficiency below 0.5, so that a failing server does not make the benchmark long.
+    """
+    load_before = os.getloadavg()[0]
+    whole, turns_only = asyncio.run(_measure(tmp, levels, turns, delay_s))
+    rows = [_row(level) for level in whole] + _skipped(levels, whole, "")
+    rows += [_row(level) for level in turns_only] + _skipped(levels, turns_only, ", turns only")
+    setup = (
+        f"uvicorn + create_app (SQLite file) in 1 process, the fake model in another, the load generator in this "
+        f"one; levels {', '.join(str(n) for n in levels)}; 1-min load average before {load_before:.1f} on "
+        f"{os.cpu_count()} CPUs"
+    )
+    logged = _server_log(tmp)
+    if logged:
+        rows.append(as_row(measure="3. capacity: server log", system="warnings and errors of the server process",
+                           result="see detail", vs_reference="-", detail=logged))
+    for label, results in (("start + turns", whole), ("turns only", turns_only)):
+        best = _best(results)
+        rows.append(as_row(
+            measure=f"3. capacity: largest N with efficiency ≥ 0.9, {label}",
+            system="one server process",
+            result=str(best) if best is not None else f"< {min(levels)}",
+            vs_reference=f"goal N ≥ 300: {'met' if best is not None and best >= 300 else 'NOT met'}",
+            detail=setup,
+        ))
+    return rows
