@@ -8,8 +8,7 @@ from typing import Any
 from alembic import context
 from sqlalchemy.engine import Connection
 
-from deskpilot.all_models import Base
-from deskpilot.knowledge.fts import autogenerate_include_name
+from deskpilot.all_models import Base, autogenerate_include_name
 from deskpilot.settings import Settings
 from deskpilot.storage.base import JSONDocument, UTCDateTime
 from deskpilot.storage.engine import make_engine
@@ -33,7 +32,7 @@ def _configure(connection: Connection) -> None:
         target_metadata=Base.metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         render_item=_render_item,
-        # The full-text search structures (migration 0002) have no model; autogenerate must not drop them.
+        # The full-text search structures (migrations 0002 and 0003) have no model; autogenerate must not drop them.
         include_name=autogenerate_include_name,
         compare_type=True,
         compare_server_default=True,

@@ -155,6 +155,20 @@ def test_flow_mode_walks_the_starter_runbook_to_resolution_and_prints_the_docume
                      (None, "failure", None), (None, "success", "new profile connects"), (None, None, None)]
 
 
+def test_fp021_start_prints_similar_resolved_sessions(demo: Path) -> None:
+    answers = "2; 1; n: still prompts; n; y new profile connects; y"
+    first = pilot(OUTLOOK, "--answers", answers)
+    assert first.exit_code == 0, first.output
+    assert "Similar session:" not in flat(first.output)
+
+    second = pilot(OUTLOOK, "--answers", answers)
+    assert second.exit_code == 0, second.output
+    out = flat(second.output)
+    assert re.search(r"Similar session: Outlook keeps asking for my password → Corrupt Outlook profile replaced "
+                     r".*\(score 0\.9\d, resolved \d{4}-\d\d-\d\d; [0-9a-f-]{36}\)", out)
+    assert out.count("Similar session:") == 1
+
+
 def test_answers_file_by_option_value_as_another_engineer_for_a_client_without_resolving(demo: Path) -> None:
     answers = demo.parent / "answers.txt"
     answers.write_text("# Outlook on the web works\ndesktop-only\n\nPassword changed recently\nyes\ny\n")

@@ -11,7 +11,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
-from deskpilot.all_models import Base
+from deskpilot.all_models import Base, autogenerate_include_name
 from deskpilot.knowledge import fts
 from deskpilot.knowledge import service as knowledge
 from deskpilot.knowledge.models import FlowStatus
@@ -47,7 +47,7 @@ async def _structures(db: Database) -> set[str]:
 async def _diff(db: Database, *, filtered: bool) -> list[object]:
     opts: dict[str, object] = {"compare_type": True, "compare_server_default": True}
     if filtered:
-        opts["include_name"] = fts.autogenerate_include_name
+        opts["include_name"] = autogenerate_include_name
 
     def compare(conn: object) -> list[object]:
         return list(compare_metadata(MigrationContext.configure(conn, opts=opts), Base.metadata))  # type: ignore[arg-type]

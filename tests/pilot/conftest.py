@@ -51,28 +51,34 @@ class Desk:
         return self.db.session(self.account_id)
 
 
-@pytest.fixture
-async def desk(settings: Settings) -> AsyncIterator[Desk]:
-    db = Database(settings.database.url)
-    # No login in these tests: users without passwords skip Argon2.
-    tenant = await make_tenant(db, "Acme IT", password=None)  # type: ignore[arg-type]
+async def make_desk(db: Database, name: str = "Acme IT") -> Desk:
+    """An account in `db` with the engineers a Desk holds (users without passwords skip Argon2)."""
+    slug = name.split()[0].lower()
+    tenant = await make_tenant(db, name, password=None)  # type: ignore[arg-type]
     async with db.session(tenant.account_id) as s:
         teammate = await identity.create_user(
-            s, account_id=tenant.account_id, email="tess@acme.example", name="Tess Teammate", team_id=tenant.team_id
+            s, account_id=tenant.account_id, email=f"tess@{slug}.example", name="Tess Teammate",
+            team_id=tenant.team_id,
         )
         noc = await identity.create_team(s, account_id=tenant.account_id, name="NOC")
         outsider = await identity.create_user(
-            s, account_id=tenant.account_id, email="olga@acme.example", name="Olga Outsider", team_id=noc.id
+            s, account_id=tenant.account_id, email=f"olga@{slug}.example", name="Olga Outsider", team_id=noc.id
         )
         await s.commit()
         engineer = Caller(tenant.users[Role.ENGINEER], tenant.account_id, tenant.team_id, "Erin Engineer")
         colleague = Caller(tenant.users[Role.LEAD], tenant.account_id, tenant.team_id, "Lee Lead")
-        desk = Desk(
+        return Desk(
             db=db, account_id=tenant.account_id, team_id=tenant.team_id, engineer=engineer, colleague=colleague,
             teammate=Caller(teammate.id, tenant.account_id, tenant.team_id, teammate.name),
             outsider=Caller(outsider.id, tenant.account_id, noc.id, outsider.name),
             secrets=SecretBox([DEV_ENCRYPTION_KEY]), pubsub=InProcessPubSub(),
         )
+
+
+@pytest.fixture
+async def desk(settings: Settings) -> AsyncIterator[Desk]:
+    db = Database(settings.database.url)
+    desk = await make_desk(db)
     yield desk
     await desk.pubsub.close()
     await db.dispose()

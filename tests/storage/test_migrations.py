@@ -8,8 +8,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 
-from deskpilot.all_models import Base
-from deskpilot.knowledge.fts import autogenerate_include_name
+from deskpilot.all_models import Base, autogenerate_include_name
 from deskpilot.storage import Database, migrations
 
 

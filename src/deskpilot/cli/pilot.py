@@ -268,6 +268,11 @@ def _step_title(step: StepOut) -> str:
     )
 
 
+def _clip_line(text: str, limit: int) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 1].rstrip() + "…"
+
+
 def _labelled(label: str, value: str, style: str = "") -> Text:
     return Text.assemble((f"{label}: ", "bold"), (value, style))
 
@@ -486,6 +491,12 @@ class PilotRun:
             console.print(_labelled("Matched flow", f"{started.matched_flow_name} (score {started.match_score:.2f})"))
         else:
             console.print(_labelled("Matched flow", "none"))
+        for alike in started.similar_sessions:
+            # FP-021: resolved sessions of the account that look alike, best first.
+            when = f", resolved {alike.resolved_at:%Y-%m-%d}" if alike.resolved_at is not None else ""
+            fix = f" → {_clip_line(alike.resolution_summary, 100)}" if alike.resolution_summary else ""
+            console.print(_labelled("Similar session", f"{alike.problem_summary or '(no summary)'}{fix} "
+                                    f"(score {alike.score:.2f}{when}; {alike.id})"))
         return started.first_step
 
     def _mode_line(self, mode: str) -> Text:

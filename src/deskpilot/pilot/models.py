@@ -6,9 +6,22 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    Connection,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    event,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
+from deskpilot.pilot import fts
 from deskpilot.storage import Base, JSONDocument, TenantMixin, TimestampMixin, UUIDPrimaryKey, utcnow
 
 
@@ -92,6 +105,22 @@ class PilotSession(UUIDPrimaryKey, TimestampMixin, TenantMixin, Base):
     picked_up_at: Mapped[datetime | None] = mapped_column(default=None)
 
     __mapper_args__ = {"version_id_col": state_version}
+
+
+# Databases built with `create_all` alone get the same similar-session search structures as migration 0003
+# creates (FP-021); IF NOT EXISTS keeps the two paths from colliding.
+@event.listens_for(PilotSession.__table__, "after_create")
+def _create_search_structures(_target: Table, connection: Connection, **_kw: Any) -> None:
+    if connection.dialect.name == "sqlite":
+        connection.exec_driver_sql(fts.SQLITE_CREATE_FTS)
+    elif connection.dialect.name == "postgresql":
+        connection.exec_driver_sql(fts.PG_CREATE_INDEX)
+
+
+@event.listens_for(PilotSession.__table__, "before_drop")
+def _drop_search_structures(_target: Table, connection: Connection, **_kw: Any) -> None:
+    if connection.dialect.name == "sqlite":
+        connection.exec_driver_sql(fts.SQLITE_DROP_FTS)
 
 
 class SessionStep(UUIDPrimaryKey, TenantMixin, Base):

@@ -434,6 +434,16 @@ class StepOut(BaseModel):
     created_at: datetime
 
 
+class SimilarSession(BaseModel):
+    """A resolved session of the account that looks like this one (FP-021, full-text; embeddings may come later)."""
+
+    id: uuid.UUID
+    problem_summary: str | None
+    resolution_summary: str | None
+    resolved_at: datetime | None
+    score: float = Field(ge=0.0, le=1.0)
+
+
 class SessionStarted(BaseModel):
     """The answer to starting a session (FP-022), plus the mode (ai or flow) that produced the first step."""
 
@@ -450,6 +460,8 @@ class SessionStarted(BaseModel):
     match_score: float | None
     first_step: StepOut
     psa_context_status: PsaContextStatus | None
+    # Up to 3 resolved sessions of the account that look alike, best first (FP-021).
+    similar_sessions: list[SimilarSession] = Field(default_factory=list)
 
 
 class TurnResult(BaseModel):
@@ -587,3 +599,5 @@ class SessionDetail(SessionSummary):
     analysis_status: str | None
     steps: list[StepOut] = Field(default_factory=list)
     branches: list[BranchNode] = Field(default_factory=list)
+    # Computed on read while the session is open (FP-021); empty once it is resolved or abandoned.
+    similar_sessions: list[SimilarSession] = Field(default_factory=list)

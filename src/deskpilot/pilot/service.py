@@ -24,7 +24,7 @@ from deskpilot.llm import (
     Purpose,
 )
 from deskpilot.pilot import branches as branching
-from deskpilot.pilot import documentation, escalation, flow_mode, prompts
+from deskpilot.pilot import documentation, escalation, flow_mode, prompts, similar
 from deskpilot.pilot.access import Caller
 from deskpilot.pilot.engine import (
     GUIDED,
@@ -71,7 +71,14 @@ from deskpilot.pilot.errors import (
     StepLimitReached,
     UnknownOption,
 )
-from deskpilot.pilot.lifecycle import Action, SessionStatus, check_escalation_target, check_pickup, transition
+from deskpilot.pilot.lifecycle import (
+    CLOSED_STATUSES,
+    Action,
+    SessionStatus,
+    check_escalation_target,
+    check_pickup,
+    transition,
+)
 from deskpilot.pilot.models import PilotSession, SessionBranch, SessionStep
 from deskpilot.pilot.schemas import (
     AbandonRequest,
@@ -145,10 +152,18 @@ ANALYSE_JOB: Final = "pilot.analyse_session"
 
 
 async def get_session(db: AsyncSession, caller: Caller, session_id: uuid.UUID) -> SessionDetail:
-    """The whole session: fields, every step in order and the branch map. Team members may view an escalation."""
+    """The whole session: fields, every step in order and the branch map. Team members may view an escalation.
+
+    While the session is open it also lists up to 3 similar resolved sessions (FP-021), searched now: one
+    indexed query, and always current with the sessions resolved since this one started.
+    """
     session = await load_session(db, caller, session_id, allow_team_access=True)
     steps = await all_steps(db, session.id)
     tree = branching.build_tree(await branch_rows(db, session), session.active_branch_id)
+    alike = [] if session.status in CLOSED_STATUSES else await similar.find_similar(
+        db, account_id=session.account_id, session_id=session.id, intake=session.intake,
+        problem_summary=session.problem_summary, problem_domain=session.problem_domain,
+    )
     base = SessionSummary.model_validate(session).model_dump()
     return SessionDetail(
         **base, intake_type=session.intake_type, intake=session.intake, key_symptoms=list(session.key_symptoms),
@@ -162,7 +177,7 @@ async def get_session(db: AsyncSession, caller: Caller, session_id: uuid.UUID) -
         resolution_summary=session.resolution_summary, resolution_action=session.resolution_action,
         resolution_notes=session.resolution_notes, rating=session.rating, feedback=session.feedback,
         escalation_package=session.escalation_package, analysis_status=session.analysis_status,
-        steps=[step_out(s, session) for s in steps], branches=tree,
+        steps=[step_out(s, session) for s in steps], branches=tree, similar_sessions=alike,
     )
 
 
@@ -346,6 +361,10 @@ async def start_session(db: AsyncSession, deps: PilotDeps, caller: Caller, reque
     matches = await knowledge.find_matches(
         db, caller.account_id, searchable, classification.problem_domain, limit=3, team_id=caller.team_id
     )
+    alike = await similar.find_similar(
+        db, account_id=caller.account_id, session_id=session_id, intake=intake,
+        problem_summary=classification.problem_summary, problem_domain=classification.problem_domain,
+    )
     top = matches[0] if matches else None
     relevant = top is not None and top.score > prompts.FLOW_PROMPT_MIN_SCORE
     definition = await knowledge.get_flow_definition(db, top.flow_id) if relevant and top is not None else None
@@ -393,7 +412,7 @@ async def start_session(db: AsyncSession, deps: PilotDeps, caller: Caller, reque
         confidence_score=session.confidence_score, problem_summary=session.problem_summary,
         problem_domain=session.problem_domain, urgency=session.urgency, matched_flow_id=session.matched_flow_id,
         matched_flow_name=session.matched_flow_name, match_score=session.match_score,
-        first_step=step_out(row, session), psa_context_status=_psa_status(psa_status),
+        first_step=step_out(row, session), psa_context_status=_psa_status(psa_status), similar_sessions=alike,
     )
 
 
@@ -630,6 +649,7 @@ async def resolve(
             await knowledge.record_template_use(db, template_id)
         except NotFound:
             logger.info("template %s used in session %s no longer exists", template_id, session.id)
+    await similar.index_resolved(db, session)  # searchable for later sessions from now on (FP-021)
     audit.record(db, account_id=session.account_id, actor=caller.actor, action="pilot.session.resolve",
                  resource_type=SUBJECT_TYPE, resource_id=session.id,
                  details={"matched_flow_id": str(session.matched_flow_id) if session.matched_flow_id else None})
