@@ -488,6 +488,11 @@ async def test_flow_mode_session_walks_the_runbook(
     doc = (await client.get(f"/pilot/{sid}/documentation")).text
     assert "Flow mode" in doc
     assert "Corrupt Outlook profile replaced" in doc
+    # FP-021: the next session about the same problem shows the resolved one as solved before.
+    again = await start(client, csrf, "Outlook keeps asking for the password again after a reboot")
+    page = (await client.get(f"/pilot/{again}")).text
+    assert "Solved before" in page
+    assert "Corrupt Outlook profile replaced with a new one" in page
 
 
 # --- escalation and pickup -----------------------------------------------------------------------
