@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import uuid
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ from deskpilot.identity.models import Role
 from deskpilot.security import passwords
 from deskpilot.settings import Environment, Settings
 from deskpilot.storage import Database, migrations
+from tests.services import pg_database
 
 
 def cheap_hasher() -> PasswordHasher:
@@ -43,6 +45,19 @@ def make_settings(tmp_path: Path, **overrides: object) -> Settings:
     }
     values.update(overrides)
     return Settings.model_validate(values)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def migrated_database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A database migrated to head: a SQLite file, then a throwaway database on the real PostgreSQL."""
+    if request.param == "sqlite":
+        url = f"sqlite+aiosqlite:///{tmp_path / 'migrated.db'}"
+        await asyncio.to_thread(migrations.upgrade, url)
+        yield url
+        return
+    async with pg_database() as url:
+        await asyncio.to_thread(migrations.upgrade, url)
+        yield url
 
 
 @pytest.fixture

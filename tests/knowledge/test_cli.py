@@ -10,8 +10,8 @@ import yaml
 from typer.testing import CliRunner
 
 from deskpilot.cli.knowledge import knowledge_app
-from deskpilot.storage import Database
-from tests.knowledge.conftest import make_account, migrate
+from deskpilot.storage import Database, migrations
+from tests.knowledge.conftest import make_account
 from tests.knowledge.flows import definition, flow_doc
 
 runner = CliRunner()
@@ -24,7 +24,7 @@ def account_slug(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     monkeypatch.chdir(tmp_path)
 
     async def prepare() -> None:
-        await migrate(url)
+        await asyncio.to_thread(migrations.upgrade, url)
         db = Database(url)
         try:
             await make_account(db, "Acme IT")

@@ -18,9 +18,7 @@ from deskpilot.all_models import Base, autogenerate_include_name
 from deskpilot.pilot import fts, service, similar
 from deskpilot.pilot.schemas import ResolveRequest, SessionCreate
 from deskpilot.storage import Database, migrations
-from tests.knowledge.conftest import create_pg_database, drop_pg_database, migrate
 from tests.pilot.conftest import Desk, classification, make_desk, question, scripted
-from tests.services import require_postgres
 
 MIGRATION = Path(__file__).resolve().parents[2] / "migrations" / "versions" / "2026_11_25_session_search.py"
 
@@ -28,21 +26,9 @@ NEW = "Outlook keeps asking for the password after the mailbox migration"
 NEW_SUMMARY = "Outlook password prompts after mailbox migration"
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
-    """A migrated database (as tests/knowledge does): SQLite file or a fresh PostgreSQL database."""
-    if request.param == "sqlite":
-        url = f"sqlite+aiosqlite:///{tmp_path / 'pilot.db'}"
-        await migrate(url)
-        yield url
-        return
-    base = require_postgres()
-    url = await create_pg_database(base)
-    try:
-        await migrate(url)
-        yield url
-    finally:
-        await drop_pg_database(base, url)
+@pytest.fixture
+def database_url(migrated_database_url: str) -> str:
+    return migrated_database_url
 
 
 @pytest.fixture
