@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from enum import StrEnum
 from typing import Literal
 
@@ -44,6 +45,13 @@ class LLMProviderSettings(BaseModel):
     base_url: str | None = None
 
 
+class ModelPrice(BaseModel):
+    """What a model costs, in US dollars per million tokens (the unit providers publish)."""
+
+    input_per_mtok: Decimal = Field(ge=0)
+    output_per_mtok: Decimal = Field(ge=0)
+
+
 class LLMSettings(BaseModel):
     openai: LLMProviderSettings = Field(default_factory=LLMProviderSettings)
     anthropic: LLMProviderSettings = Field(default_factory=LLMProviderSettings)
@@ -57,6 +65,8 @@ class LLMSettings(BaseModel):
     max_tokens_per_call: int = 4096
     max_tokens_per_run: int = 200_000
     max_tool_steps: int = 8
+    # "provider:model" -> price; models without a price report tokens and an unknown cost.
+    prices: dict[str, ModelPrice] = Field(default_factory=dict)
 
 
 class JobSettings(BaseModel):

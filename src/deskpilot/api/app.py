@@ -17,6 +17,7 @@ from deskpilot.api.routes import knowledge as knowledge_routes
 from deskpilot.api.routes import notifications as notification_routes
 from deskpilot.api.routes import pilot as pilot_routes
 from deskpilot.api.routes import psa as psa_routes
+from deskpilot.api.routes import usage as usage_routes
 from deskpilot.api.state import AppState
 from deskpilot.jobs import discover_job_modules
 from deskpilot.settings import Settings
@@ -55,6 +56,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     app.include_router(audit_routes.router)
     app.include_router(knowledge_routes.router)
     app.include_router(psa_routes.router)
+    app.include_router(usage_routes.router)
     app.include_router(notification_routes.router)
     app.include_router(pilot_routes.router)
 
