@@ -19,6 +19,7 @@ from deskpilot.api.app import create_app
 from deskpilot.api.state import AppState
 from deskpilot.identity import service as identity
 from deskpilot.identity.models import Role
+from deskpilot.identity.token_cache import token_cache
 from deskpilot.security import passwords
 from deskpilot.settings import Environment, Settings
 from deskpilot.storage import Database, migrations
@@ -36,6 +37,12 @@ def _cheap_password_hashing(monkeypatch: pytest.MonkeyPatch) -> None:
     Verification reads the cost from each stored hash, so real hashes still verify; only new ones are cheap.
     """
     monkeypatch.setattr(passwords, "_hasher", cheap_hasher())
+
+
+@pytest.fixture(autouse=True)
+def _empty_token_cache() -> None:
+    """API-token authentications cached by one test never answer another's."""
+    token_cache.clear()
 
 
 def make_settings(tmp_path: Path, **overrides: object) -> Settings:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -21,6 +23,7 @@ from deskpilot.llm import (
     ProviderRateLimited,
     SqlRecorder,
     StructuredOutputError,
+    record_row,
 )
 from deskpilot.llm.models import LLMCall
 from deskpilot.llm.testing import Reply, ScriptedModel, tool_call
@@ -172,3 +175,110 @@ async def test_sql_recorder_skips_calls_without_account(database: Database) -> N
     await llm.text("quick", "hello", account_id=None)
     async with database.system_session() as session:
         assert await session.scalar(select(func.count()).select_from(LLMCall)) == 0
+
+
+class _CountingRecorder(SqlRecorder):
+    """A SqlRecorder that counts the transactions of its own it opens."""
+
+    def __init__(self, database: Database) -> None:
+        super().__init__(database)
+        self.own_transactions = 0
+
+    async def record(self, call: CallRecord) -> None:
+        self.own_transactions += 1
+        await super().record(call)
+
+
+async def _llm_call_ids(db: Database, account_id: uuid.UUID) -> list[uuid.UUID]:
+    async with db.session(account_id) as session:
+        return list((await session.scalars(select(LLMCall.id).order_by(LLMCall.created_at))).all())
+
+
+async def test_deferred_records_are_written_in_the_callers_transaction(database: Database) -> None:
+    acme = await _account(database, "Acme IT")
+    recorder = _CountingRecorder(database)
+    llm = LLM.for_model(ScriptedModel(["not json", Reply.json(GOOD)]), recorder=recorder)
+
+    async with database.session(acme) as session, llm.deferred_recording() as records:
+        assert records is not None
+        result = await llm.structured("pilot_step", "VPN drops", Step, account_id=acme)
+        assert [r.id for r in records.pending][-1] == result.record_id
+        assert records.add_to(session) == 2  # the corrective retry is its own exchange
+        await session.commit()
+        records.stored()
+        assert records.pending == ()
+
+    assert recorder.own_transactions == 0
+    ids = await _llm_call_ids(database, acme)
+    assert len(ids) == 2
+    assert ids[-1] == result.record_id
+
+
+async def test_deferred_records_not_stored_by_the_caller_go_to_the_recorder(database: Database) -> None:
+    acme = await _account(database, "Acme IT")
+    recorder = _CountingRecorder(database)
+    llm = LLM.for_model(ScriptedModel([Reply.json(GOOD), Reply.json(GOOD)]), recorder=recorder)
+
+    # The caller's transaction is rolled back: its rows are gone, the block's end records them after all.
+    async with database.session(acme) as session, llm.deferred_recording() as records:
+        assert records is not None
+        first = await llm.structured("pilot_step", "one", Step, account_id=acme)
+        records.add_to(session)
+        await session.rollback()
+    assert recorder.own_transactions == 1
+    assert await _llm_call_ids(database, acme) == [first.record_id]
+
+    # The block fails before the caller stores anything.
+    made: list[uuid.UUID] = []
+
+    async def failing_block() -> None:
+        async with llm.deferred_recording():
+            made.append((await llm.structured("pilot_step", "two", Step, account_id=acme)).record_id)
+            raise RuntimeError("the caller failed")
+
+    with pytest.raises(RuntimeError):
+        await failing_block()
+    assert recorder.own_transactions == 2
+    assert await _llm_call_ids(database, acme) == [first.record_id, *made]
+
+
+async def test_deferred_records_of_another_account_stay_with_the_recorder(database: Database) -> None:
+    acme = await _account(database, "Acme IT")
+    globex = await _account(database, "Globex")
+    recorder = _CountingRecorder(database)
+    llm = LLM.for_model(ScriptedModel([Reply.json(GOOD), Reply.json(GOOD)]), recorder=recorder)
+
+    async with database.session(acme) as session, llm.deferred_recording() as records:
+        assert records is not None
+        mine = await llm.structured("pilot_step", "one", Step, account_id=acme)
+        theirs = await llm.structured("pilot_step", "two", Step, account_id=globex)
+        assert records.add_to(session) == 1
+        await session.commit()
+        records.stored()
+        assert [r.id for r in records.pending] == [theirs.record_id]
+
+    assert recorder.own_transactions == 1
+    assert await _llm_call_ids(database, acme) == [mine.record_id]
+    assert await _llm_call_ids(database, globex) == [theirs.record_id]
+
+
+async def test_deferred_recording_changes_nothing_for_other_recorders() -> None:
+    recorder = MemoryRecorder()
+    llm = LLM.for_model(ScriptedModel(["hi"]), recorder=recorder)
+    async with llm.deferred_recording() as records:
+        assert records is None
+        result = await llm.text("quick", "hello", account_id=None)
+    assert recorder.last.id == result.record_id
+
+
+def test_record_row_needs_an_account() -> None:
+    llm_record = CallRecord(
+        id=uuid.uuid4(), account_id=None, purpose="quick", model="test:scripted", fallback_used=False, messages=(),
+        output_text="", tool_calls=(), parsed=None, error=None, error_code=None, input_tokens=0, output_tokens=0,
+        latency_ms=0.0, created_at=datetime.now(UTC),
+    )
+    with pytest.raises(ValueError, match="no account"):
+        record_row(llm_record)
+    row = record_row(dataclasses.replace(llm_record, account_id=uuid.uuid4(), latency_ms=1.6))
+    assert row.latency_ms == 2
+    assert row.subject_id is None

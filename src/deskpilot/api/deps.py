@@ -15,9 +15,11 @@ from deskpilot.errors import AuthenticationRequired, PermissionDenied
 from deskpilot.events.audit import Actor
 from deskpilot.identity import service as identity
 from deskpilot.identity.models import Role, User
+from deskpilot.identity.token_cache import token_cache
 from deskpilot.pilot.access import Caller
 from deskpilot.pilot.engine import PilotDeps
 from deskpilot.security.cookies import ConsoleSession
+from deskpilot.security.tokens import hash_token, looks_like_token
 
 CSRF_HEADER = "X-CSRF-Token"
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
@@ -51,12 +53,21 @@ StateDep = Annotated[AppState, Depends(get_state)]
 
 
 async def _principal_from_token(state: AppState, secret: str) -> Principal:
+    """The token's principal: from the short-lived cache (successes only, dropped on revoke), else the database."""
+    key = hash_token(secret) if looks_like_token(secret) else None
+    if key is not None:
+        cached = token_cache.get(key)
+        if isinstance(cached, Principal):
+            return cached
     async with state.db.system_session() as session:
-        _token, user = await identity.resolve_api_token(session, secret)
-    return Principal(
+        token, user = await identity.resolve_api_token(session, secret)
+    principal = Principal(
         user_id=user.id, account_id=user.account_id, email=user.email, name=user.name, role=Role(user.role),
         team_id=user.team_id, via="token",
     )
+    if key is not None:
+        token_cache.put(key, token_id=token.id, user_id=user.id, value=principal)
+    return principal
 
 
 async def principal_from_cookie(state: AppState, cookie: str | None) -> Principal | None:

@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from deskpilot.errors import DeskpilotError
@@ -87,6 +88,21 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     return problem(exc.status_code, code, code.replace("_", " ").capitalize(), detail, request)
 
 
+DATABASE_BUSY_RETRY_AFTER_S = 2
+
+
+async def _database_busy(request: Request, exc: Exception) -> JSONResponse:
+    """Every pooled database connection stayed in use for the pool's whole timeout: overload, not a bug."""
+    assert isinstance(exc, PoolTimeout)
+    logger.warning("request %s %s found no free database connection: %s", request.method, request.url.path, exc)
+    response = problem(
+        503, "database_busy", "Database busy",
+        "the server has no free database connection right now; retry shortly", request,
+    )
+    response.headers["Retry-After"] = str(DATABASE_BUSY_RETRY_AFTER_S)
+    return response
+
+
 async def _unhandled(request: Request, exc: Exception) -> JSONResponse:
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem(500, "internal_error", "Internal error", "an unexpected error occurred", request)
@@ -96,4 +112,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(DeskpilotError, _domain_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    # sqlalchemy.exc.TimeoutError (pool exhausted) is translated here, never leaked as a 500.
+    app.add_exception_handler(PoolTimeout, _database_busy)
     app.add_exception_handler(Exception, _unhandled)

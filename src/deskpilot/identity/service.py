@@ -28,6 +28,7 @@ from deskpilot.identity.errors import (
     WeakPassword,
 )
 from deskpilot.identity.models import Account, ApiToken, Client, Role, Team, User
+from deskpilot.identity.token_cache import token_cache
 from deskpilot.security.passwords import DUMMY_HASH, MIN_PASSWORD_LENGTH, hash_password, verify_password
 from deskpilot.security.tokens import generate_token, hash_token, looks_like_token
 from deskpilot.storage import utcnow
@@ -158,6 +159,8 @@ async def update_user(
     if is_active is not None:
         user.is_active = is_active
     await session.flush()
+    # A role, team or activity change must not wait for cached token authentications to expire.
+    token_cache.forget_user(user.id)
     return user
 
 
@@ -282,6 +285,8 @@ async def revoke_api_token(session: AsyncSession, token_id: uuid.UUID) -> ApiTok
     if token.revoked_at is None:
         token.revoked_at = utcnow()
         await session.flush()
+    # Refused from now on in this process, not once a cached authentication expires.
+    token_cache.forget_token(token.id)
     return token
 
 

@@ -30,7 +30,16 @@ from deskpilot.llm.messages import (
     ToolDefinition,
 )
 from deskpilot.llm.openai_model import OpenAIModel, make_openai_client
-from deskpilot.llm.recording import CallContext, CallRecord, MemoryRecorder, NullRecorder, Recorder, SqlRecorder
+from deskpilot.llm.recording import (
+    CallContext,
+    CallRecord,
+    DeferredRecords,
+    MemoryRecorder,
+    NullRecorder,
+    Recorder,
+    SqlRecorder,
+    record_row,
+)
 from deskpilot.llm.routing import Purpose
 from deskpilot.llm.tools import Tool, ToolContext, ToolRetry, tool
 
@@ -44,6 +53,7 @@ __all__ = [
     "CallRecord",
     "CheckReport",
     "Completion",
+    "DeferredRecords",
     "FallbackModel",
     "LLMNotConfigured",
     "MemoryRecorder",
@@ -78,5 +88,6 @@ __all__ = [
     "check_provider",
     "make_anthropic_client",
     "make_openai_client",
+    "record_row",
     "tool",
 ]

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, Iterable, Mapping
-from contextlib import AbstractContextManager, aclosing, nullcontext
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from contextlib import AbstractContextManager, aclosing, asynccontextmanager, nullcontext
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
@@ -23,7 +24,7 @@ from deskpilot.llm.budget import Budget
 from deskpilot.llm.errors import StructuredOutputError, ToolFailed, ToolStepLimitExceeded
 from deskpilot.llm.messages import Completion, Message, OutputSchema, Prompt, RequestParams, ToolCall, as_messages
 from deskpilot.llm.output import correction_prompt, describe_validation_error, output_schema, parse_output
-from deskpilot.llm.recording import CallContext, CallRecord, NullRecorder, Recorder
+from deskpilot.llm.recording import CallContext, CallRecord, DeferredRecords, NullRecorder, Recorder, SqlRecorder
 from deskpilot.llm.routing import ModelRegistry, route_names
 from deskpilot.llm.tools import Tool, ToolContext, ToolRetry
 from deskpilot.settings import LLMSettings
@@ -31,6 +32,9 @@ from deskpilot.settings import LLMSettings
 logger = logging.getLogger(__name__)
 _tracer = trace.get_tracer(__name__)
 _NO_SPAN: AbstractContextManager[Span] = nullcontext(INVALID_SPAN)
+
+# The open `deferred_recording()` block of the current task, with the LLM it belongs to.
+_deferred: ContextVar[tuple[LLM, DeferredRecords] | None] = ContextVar("deskpilot_llm_deferred", default=None)
 
 T = TypeVar("T", bound=BaseModel)
 ValueT = TypeVar("ValueT")
@@ -224,6 +228,28 @@ class LLM:
             model = self._registry.chain(route_names(self.settings, purpose))
             self._routes[purpose] = model
         return model
+
+    @asynccontextmanager
+    async def deferred_recording(self) -> AsyncIterator[DeferredRecords | None]:
+        """Keep the records of this block's exchanges for the caller's own transaction.
+
+        With a `SqlRecorder`, the `llm_calls` rows of the calls made inside the block (in this task and the
+        tasks it starts) are not written in a transaction of their own; the caller adds them to its session
+        with `records.add_to(session)` before its commit and calls `records.stored()` after it. Whatever is
+        not stored by the end of the block goes to the recorder then, as it would have without the block.
+        With any other recorder this yields None and recording is unchanged.
+        """
+        if not isinstance(self.recorder, SqlRecorder):
+            yield None
+            return
+        records = DeferredRecords(self.recorder.database.engine)
+        token = _deferred.set((self, records))
+        try:
+            yield records
+        finally:
+            _deferred.reset(token)
+            for record in records.take():
+                await self._save_now(record)
 
     def new_budget(self) -> Budget:
         """A budget of `settings.max_tokens_per_run` tokens, to share between the calls of one run."""
@@ -627,6 +653,13 @@ class LLM:
         )
 
     async def _save(self, record: CallRecord) -> None:
+        deferred = _deferred.get()
+        if deferred is not None and deferred[0] is self:
+            deferred[1].collect(record)
+            return
+        await self._save_now(record)
+
+    async def _save_now(self, record: CallRecord) -> None:
         try:
             await self.recorder.record(record)
         except Exception:

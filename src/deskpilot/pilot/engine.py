@@ -24,6 +24,7 @@ from deskpilot.knowledge.schemas import FlowDefinition, FlowMatch
 from deskpilot.llm import (
     LLM,
     CallContext,
+    DeferredRecords,
     LLMNotConfigured,
     Message,
     ProviderUnavailable,
@@ -211,6 +212,32 @@ async def commit(db: AsyncSession) -> None:
         raise SessionChanged("The session was changed by another request; reload it and try again") from e
 
 
+async def end_read(db: AsyncSession) -> None:
+    """End the open read transaction before a model call, so no pooled connection is held while it thinks.
+
+    A commit of nothing, which (sessions are made with expire_on_commit=False) leaves every loaded object
+    usable; a rollback would expire them. A session with pending writes is left alone: those belong to the
+    caller's transaction and are never committed early.
+    """
+    if not db.in_transaction():
+        return
+    if db.new or db.dirty or db.deleted:
+        logger.warning("a model is called while writes are pending; the transaction stays open")
+        return
+    await db.commit()
+
+
+def store_records(db: AsyncSession, records: DeferredRecords | None) -> None:
+    """Add the turn's `llm_calls` rows to the transaction about to be committed."""
+    if records is not None:
+        records.add_to(db)
+
+
+def records_stored(records: DeferredRecords | None) -> None:
+    if records is not None:
+        records.stored()
+
+
 def call_context(session: PilotSession) -> CallContext:
     return CallContext(client_id=session.client_id, subject_type=SUBJECT_TYPE, subject_id=session.id)
 
@@ -355,6 +382,7 @@ async def produce(
             if produced is not None:
                 return produced
         flow_exhausted = True
+    await end_read(db)
     try:
         return await _ai_step(deps.llm, session, history, _system_prompt(session, branches))
     except (LLMNotConfigured, ProviderUnavailable) as e:
@@ -483,9 +511,13 @@ async def _reload(db: AsyncSession, session_id: uuid.UUID) -> PilotSession:
 
 
 async def _store(
-    db: AsyncSession, session: PilotSession, produced: Produced, branches: list[SessionBranch]
+    db: AsyncSession,
+    session: PilotSession,
+    produced: Produced,
+    branches: list[SessionBranch],
+    records: DeferredRecords | None = None,
 ) -> tuple[PilotSession, SessionStep]:
-    """Store a generated step in one transaction.
+    """Store a generated step, with the `llm_calls` rows of its model calls, in one transaction.
 
     If the session changed while the model was thinking (paused, say), the step is applied again to the fresh
     state as long as that state still waits for a step on the same branch; otherwise the step is dropped (409).
@@ -494,7 +526,9 @@ async def _store(
     for attempt in (1, 2):
         try:
             row = await apply_step(db, session, produced, branches)
+            store_records(db, records)
             await db.commit()
+            records_stored(records)
             return session, row
         except (StaleDataError, IntegrityError):
             # The rollback expires every loaded object: nothing of the old state is read after it.
@@ -514,11 +548,15 @@ async def _store(
     raise AssertionError("unreachable")
 
 
-async def _record_generation_error(db: AsyncSession, session: PilotSession, error: DeskpilotError) -> None:
+async def _record_generation_error(
+    db: AsyncSession, session: PilotSession, error: DeskpilotError, records: DeferredRecords | None
+) -> None:
     cause = error.extra.get("cause", error.code)
     session.generation_error = str(cause)[:64]
+    store_records(db, records)
     try:
         await db.commit()
+        records_stored(records)
     except (StaleDataError, IntegrityError):
         # Only a hint for the console; a concurrent change wins.
         await db.rollback()
@@ -532,14 +570,18 @@ async def generate(
     branches: list[SessionBranch],
     previous: SessionStep | None,
 ) -> TurnResult:
-    """Produce and store the next step of a session that awaits one (its input is already committed)."""
-    try:
-        # A session that never got a step may find a runbook added since it started.
-        produced = await produce(db, deps, session, history, branches, previous, rematch=session.step_count == 0)
-    except (NoLLMNoFlow, StepGenerationFailed) as e:
-        await _record_generation_error(db, session, e)
-        raise
-    session, row = await _store(db, session, produced, branches)
+    """Produce and store the next step of a session that awaits one (its input is already committed).
+
+    The model's `llm_calls` rows are written in the step's commit, not in transactions of their own.
+    """
+    async with deps.llm.deferred_recording() as records:
+        try:
+            # A session that never got a step may find a runbook added since it started.
+            produced = await produce(db, deps, session, history, branches, previous, rematch=session.step_count == 0)
+        except (NoLLMNoFlow, StepGenerationFailed) as e:
+            await _record_generation_error(db, session, e, records)
+            raise
+        session, row = await _store(db, session, produced, branches, records)
     return turn_result(session, row)
 
 

@@ -20,6 +20,7 @@ from deskpilot.knowledge import service as knowledge
 from deskpilot.knowledge.templates import format_templates_for_prompt
 from deskpilot.llm import (
     CallContext,
+    DeferredRecords,
     Message,
     Purpose,
 )
@@ -42,6 +43,7 @@ from deskpilot.pilot.engine import (
     check_response,
     commit,
     current_step_or_none,
+    end_read,
     generate,
     last_step,
     load_session,
@@ -51,9 +53,11 @@ from deskpilot.pilot.engine import (
     question_options,
     record_match,
     record_response,
+    records_stored,
     session_summary,
     session_tier,
     step_out,
+    store_records,
     switch_to,
     turn_result,
 )
@@ -327,11 +331,19 @@ def _check_intake(request: SessionCreate) -> None:
 async def start_session(db: AsyncSession, deps: PilotDeps, caller: Caller, request: SessionCreate) -> SessionStarted:
     """Start a guided session: ticket context, classification, flow match, system prompt and the first step.
 
-    One write transaction at the end. Without a model the matched runbook drives the session (flow mode);
-    without either, the session is still stored with its intake (waiting for a first step) and the error
+    One write transaction at the end, which also holds the `llm_calls` rows of the model calls; no read
+    transaction stays open while a model thinks. Without a model the matched runbook drives the session (flow
+    mode); without either, the session is still stored with its intake (waiting for a first step) and the error
     (`no_llm_no_flow`, or `step_generation_failed`) names it in `extra["session_id"]`.
     """
     _check_intake(request)
+    async with deps.llm.deferred_recording() as records:
+        return await _start_session(db, deps, caller, request, records)
+
+
+async def _start_session(
+    db: AsyncSession, deps: PilotDeps, caller: Caller, request: SessionCreate, records: DeferredRecords | None
+) -> SessionStarted:
     text, log = request.text.strip(), request.log_content.strip()
     client = await identity.get_client(db, request.client_id) if request.client_id is not None else None
     session_id = uuid.uuid4()
@@ -355,6 +367,7 @@ async def start_session(db: AsyncSession, deps: PilotDeps, caller: Caller, reque
             intake["ticket_data"] = intake_ticket_data(loaded.context)
     ticket_summary = intake["ticket_data"]["summary"] if "ticket_data" in intake else None
     searchable = prompts.intake_text(text, log, ticket_summary)
+    await end_read(db)
     classification, in_tokens, out_tokens = await _classify(
         deps, caller.account_id, f"{ticket_block}\n\n{searchable}" if ticket_block else searchable, context
     )
@@ -403,10 +416,14 @@ async def start_session(db: AsyncSession, deps: PilotDeps, caller: Caller, reque
     if produced is None:
         assert failure is not None
         session.generation_error = str(failure.extra.get("cause", failure.code))[:64]
+        store_records(db, records)
         await commit(db)
+        records_stored(records)
         raise failure
     row = await apply_step(db, session, produced, [], top_match_score=top.score if top else None, initial=True)
+    store_records(db, records)
     await commit(db)
+    records_stored(records)
     return SessionStarted(
         session_id=session.id, status=session.status, mode=mode_of(session.mode), confidence_tier=session_tier(session),
         confidence_score=session.confidence_score, problem_summary=session.problem_summary,
@@ -701,6 +718,7 @@ async def escalate(
             raise ValidationFailed(f"user {target.name!r} is not active", code="escalation_target_inactive")
     steps = await all_steps(db, session.id)
     tried = escalation.steps_tried(steps)
+    await end_read(db)
     insights = await escalation.gather_insights(
         deps.llm, account_id=session.account_id, context=call_context(session), problem_summary=session.problem_summary,
         problem_domain=session.problem_domain, tried=tried, reason=request.reason,

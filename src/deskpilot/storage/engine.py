@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -24,20 +24,26 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
     cursor.close()
 
 
-def make_engine(url: str, *, echo: bool = False, pool_size: int = 10) -> AsyncEngine:
+def make_engine(
+    url: str, *, echo: bool = False, pool_size: int = 10, pool_options: Mapping[str, Any] | None = None
+) -> AsyncEngine:
+    """The engine; `pool_options` (`pool_size`, `max_overflow`, `pool_timeout`) override the pool of either dialect."""
+    options = dict(pool_options or {})
     if url.startswith("sqlite"):
-        engine = create_async_engine(url, echo=echo)
+        engine = create_async_engine(url, echo=echo, **options)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         return engine
-    return create_async_engine(url, echo=echo, pool_size=pool_size, pool_pre_ping=True)
+    return create_async_engine(url, echo=echo, **{"pool_size": pool_size, "pool_pre_ping": True, **options})
 
 
 class Database:
     """Owns the engine; hands out sessions bound to one account (or, explicitly, to all)."""
 
-    def __init__(self, url: str, *, echo: bool = False, pool_size: int = 10) -> None:
+    def __init__(
+        self, url: str, *, echo: bool = False, pool_size: int = 10, pool_options: Mapping[str, Any] | None = None
+    ) -> None:
         self.url = url
-        self.engine = make_engine(url, echo=echo, pool_size=pool_size)
+        self.engine = make_engine(url, echo=echo, pool_size=pool_size, pool_options=pool_options)
         self._factory = async_sessionmaker(self.engine, expire_on_commit=False)
 
     @property
