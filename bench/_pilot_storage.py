@@ -15,7 +15,7 @@ from bench._pilot_turn import DeskpilotTurns, GraphTurns
 from deskpilot.storage import Database
 
 CONVERSATION_TABLES = ("sessions", "session_steps", "session_messages", "session_branches", "fork_points")
-LLM_TABLES = ("llm_calls",)
+LLM_TABLES = ("llm_calls", "llm_prompts")
 LANGGRAPH_TABLES = ("checkpoints", "writes")
 CHECKPOINTS = (5, 10, 20)
 

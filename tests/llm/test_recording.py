@@ -23,9 +23,11 @@ from deskpilot.llm import (
     ProviderRateLimited,
     SqlRecorder,
     StructuredOutputError,
+    reconstruct_messages,
     record_row,
 )
-from deskpilot.llm.models import LLMCall
+from deskpilot.llm.messages import Message
+from deskpilot.llm.models import LLMCall, LLMPrompt
 from deskpilot.llm.testing import Reply, ScriptedModel, tool_call
 from deskpilot.llm.tools import tool
 from deskpilot.storage import Base, Database
@@ -107,7 +109,7 @@ async def test_a_failing_recorder_never_breaks_the_call(caplog: pytest.LogCaptur
 @pytest.fixture
 async def database(tmp_path: Path) -> AsyncIterator[Database]:
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'llm.db'}")
-    tables = [Base.metadata.tables[Account.__tablename__], Base.metadata.tables[LLMCall.__tablename__]]
+    tables = [Base.metadata.tables[t.__tablename__] for t in (Account, LLMCall, LLMPrompt)]
     async with db.engine.begin() as conn:
         await conn.run_sync(lambda sync: Base.metadata.create_all(sync, tables=tables))
     yield db
@@ -153,17 +155,25 @@ async def test_sql_recorder_stores_rows_per_account(database: Database) -> None:
     assert spent == 250
     good = next(r for r in rows if r.error is None)
     assert good.id == result.record_id
-    assert good.parsed == GOOD
+    assert good.parsed is None  # kept once, in raw_output
+    assert good.parsed_value == GOOD
     assert good.purpose == "pilot_step"
     assert good.model == "test:scripted"
     assert good.client_id == client_id
     assert good.fallback_used is False
-    assert good.messages[0] == {"role": "user", "content": "VPN drops"}
+    # The corrective retry stores only what it added to the first exchange; the whole prompt is rebuilt.
+    async with database.session(acme) as session:
+        sent = await reconstruct_messages(session, good.id)
+    assert sent[0] == {"role": "user", "content": "VPN drops"}
+    assert [m["role"] for m in sent] == ["user", "assistant", "user"]
+    assert [m["role"] for m in good.messages] == ["assistant", "user"]
     assert good.created_at.tzinfo is not None
     bad = next(r for r in rows if r.error is not None)
     assert bad.error_code == "llm_invalid_output"
     assert bad.raw_output == '{"type": 1}'
     assert bad.parsed is None
+    assert (good.prefix_call_id, good.prefix_len) == (bad.id, 1)
+    assert bad.prefix_call_id is None
 
     async with database.session(globex) as session:
         codes = (await session.execute(select(LLMCall.error_code))).scalars().all()
@@ -282,3 +292,61 @@ def test_record_row_needs_an_account() -> None:
     row = record_row(dataclasses.replace(llm_record, account_id=uuid.uuid4(), latency_ms=1.6))
     assert row.latency_ms == 2
     assert row.subject_id is None
+
+
+class _WithDefaults(BaseModel):
+    a: int
+    b: str = "default"
+
+
+@pytest.mark.parametrize(
+    ("output", "stored"),
+    [('{"a": 1}', None), ('{"a": 1, "b": "default"}', None), ('{"a": "1"}', {"a": 1, "b": "default"})],
+)
+def test_parsed_is_kept_only_when_it_is_not_the_reply_as_sent(output: str, stored: dict[str, object] | None) -> None:
+    parsed = _WithDefaults.model_validate_json(output)
+    llm_record = CallRecord(
+        id=uuid.uuid4(), account_id=uuid.uuid4(), purpose="quick", model="test:scripted", fallback_used=False,
+        messages=(), output_text=output, tool_calls=(), parsed=parsed, error=None, error_code=None,
+        input_tokens=0, output_tokens=0, latency_ms=0.0, created_at=datetime.now(UTC),
+    )
+    row = record_row(llm_record)
+    assert row.parsed == stored
+    assert row.parsed_from_output is (stored is None)
+    assert row.parsed_value is not None
+    assert _WithDefaults.model_validate(row.parsed_value) == parsed
+
+
+async def test_prompts_are_stored_once_even_by_recorders_that_do_not_know_them(migrated_database_url: str) -> None:
+    """Two recorders (two workers) store the same system prompt: INSERT ... ON CONFLICT DO NOTHING, both dialects."""
+    db = Database(migrated_database_url)
+    try:
+        acme = await _account(db, "Acme IT")
+        system = Message.system("You are a careful IT assistant. " * 50)
+        context = CallContext(subject_type="pilot_session", subject_id=uuid.uuid4())
+        ids = []
+        for _ in range(2):
+            llm = LLM.for_model(ScriptedModel([Reply.json(GOOD), Reply.json(GOOD)]), recorder=SqlRecorder(db))
+            async with db.session(acme) as session, llm.deferred_recording() as records:
+                assert records is not None
+                first = await llm.structured("pilot_step", [system, Message.user("one")], Step, account_id=acme,
+                                             context=context)
+                records.add_to(session)
+                await session.commit()
+                records.stored()
+            second = await llm.structured(
+                "pilot_step", [system, Message.user("one"), Message.assistant("ok"), Message.user("two")], Step,
+                account_id=acme, context=context,
+            )
+            ids += [first.record_id, second.record_id]
+        async with db.session(acme) as session:
+            assert await session.scalar(select(func.count()).select_from(LLMPrompt)) == 1
+            rows = {r.id: r for r in (await session.scalars(select(LLMCall))).all()}
+            # Each recorder knows only its own calls: its first is stored in full, its second as a delta.
+            assert [rows[i].prefix_call_id for i in ids] == [None, ids[0], None, ids[2]]
+            assert rows[ids[1]].messages == [{"role": "assistant", "content": "ok"}, {"role": "user", "content": "two"}]
+            assert await reconstruct_messages(session, ids[3]) == [
+                system.to_dict(), *(m.to_dict() for m in [Message.user("one"), Message.assistant("ok"),
+                                                          Message.user("two")])]
+    finally:
+        await db.dispose()

@@ -38,6 +38,7 @@ from deskpilot.llm.recording import (
     NullRecorder,
     Recorder,
     SqlRecorder,
+    reconstruct_messages,
     record_row,
 )
 from deskpilot.llm.routing import Purpose
@@ -88,6 +89,7 @@ __all__ = [
     "check_provider",
     "make_anthropic_client",
     "make_openai_client",
+    "reconstruct_messages",
     "record_row",
     "tool",
 ]

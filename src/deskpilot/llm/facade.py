@@ -242,7 +242,7 @@ class LLM:
         if not isinstance(self.recorder, SqlRecorder):
             yield None
             return
-        records = DeferredRecords(self.recorder.database.engine)
+        records = DeferredRecords(self.recorder.database.engine, self.recorder.log)
         token = _deferred.set((self, records))
         try:
             yield records

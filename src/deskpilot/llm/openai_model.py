@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -30,6 +31,30 @@ CHAT_COMPLETIONS = "/chat/completions"
 _CHUNKS = AsyncStream[ChatCompletionChunk]
 
 
+# httpcore's pool walks all its connections, and for each idle one all of them again, whenever a request starts
+# or ends: a request's cost grows with the square of the connections the pool holds. Over HTTP/1.1 each model
+# call in flight holds one, so hundreds of concurrent sessions made that walk a visible share of a turn's CPU.
+# Several small pools, taken in turn, keep it small; together they allow what the SDK's single pool allows.
+POOL_SHARDS = 16
+POOL_SHARD_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=32)
+
+
+class ShardedTransport(httpx.AsyncBaseTransport):
+    """Requests spread round-robin over `shards` connection pools of `limits` each."""
+
+    def __init__(self, shards: int = POOL_SHARDS, limits: httpx.Limits = POOL_SHARD_LIMITS) -> None:
+        tls = httpx.create_ssl_context()  # loading the CA bundle once, not once per pool
+        self._pools = tuple(httpx.AsyncHTTPTransport(verify=tls, limits=limits) for _ in range(shards))
+        self._turn = itertools.cycle(self._pools)
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        return await next(self._turn).handle_async_request(request)
+
+    async def aclose(self) -> None:
+        for pool in self._pools:
+            await pool.aclose()
+
+
 def make_openai_client(
     *,
     api_key: str | None,
@@ -43,7 +68,7 @@ def make_openai_client(
         base_url=base_url or OPENAI_BASE_URL,
         timeout=timeout_s,
         max_retries=0,
-        http_client=http_client,
+        http_client=http_client or openai.DefaultAsyncHttpxClient(transport=ShardedTransport()),
     )
 
 
