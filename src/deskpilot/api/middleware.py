@@ -6,6 +6,7 @@ import logging
 import re
 import time
 import uuid
+from typing import Any
 
 from opentelemetry import trace
 from prometheus_client import Counter, Histogram
@@ -17,6 +18,28 @@ tracer = trace.get_tracer("deskpilot.api")
 REQUESTS = Counter("deskpilot_http_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram("deskpilot_http_request_seconds", "HTTP request latency", ["method", "route"])
 _REQUEST_ID_OK = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+# Label children by (method, route template, status): `labels()` validates, converts and takes a lock on every
+# call; the set of keys is bounded by the routes, methods and statuses the app has.
+_COUNTERS: dict[tuple[str, str, int], Any] = {}
+_HISTOGRAMS: dict[tuple[str, str], Any] = {}
+
+
+def _observe(method: str, route: str, status: int, elapsed: float) -> None:
+    counter = _COUNTERS.get((method, route, status))
+    if counter is None:
+        counter = _COUNTERS[(method, route, status)] = REQUESTS.labels(method, route, str(status))
+    counter.inc()
+    histogram = _HISTOGRAMS.get((method, route))
+    if histogram is None:
+        histogram = _HISTOGRAMS[(method, route)] = LATENCY.labels(method, route)
+    histogram.observe(elapsed)
+
+
+def _incoming_request_id(headers: list[tuple[bytes, bytes]]) -> str:
+    for name, value in headers:
+        if name == b"x-request-id":
+            return value.decode("latin-1")
+    return ""
 
 
 class RequestContextMiddleware:
@@ -28,8 +51,8 @@ class RequestContextMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        incoming = dict(scope["headers"]).get(b"x-request-id", b"").decode("latin-1")
-        request_id = incoming if _REQUEST_ID_OK.match(incoming) else uuid.uuid4().hex
+        incoming = _incoming_request_id(scope["headers"])
+        request_id = incoming if incoming and _REQUEST_ID_OK.match(incoming) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = request_id
         status_code = 500
         started = time.perf_counter()
@@ -56,8 +79,7 @@ class RequestContextMiddleware:
             elapsed = time.perf_counter() - started
             route = scope.get("route")
             route_path = getattr(route, "path", "unmatched")
-            REQUESTS.labels(scope["method"], route_path, str(status_code)).inc()
-            LATENCY.labels(scope["method"], route_path).observe(elapsed)
+            _observe(scope["method"], route_path, status_code, elapsed)
             logger.info(
                 "%s %s %s %.1fms request_id=%s", scope["method"], scope["path"], status_code, elapsed * 1000, request_id
             )

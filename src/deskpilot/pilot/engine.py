@@ -239,7 +239,9 @@ def records_stored(records: DeferredRecords | None) -> None:
 
 
 def call_context(session: PilotSession) -> CallContext:
-    return CallContext(client_id=session.client_id, subject_type=SUBJECT_TYPE, subject_id=session.id)
+    # One llm_calls thread per branch, so each branch's calls are stored as deltas of that branch's last call.
+    thread = str(session.active_branch_id) if session.active_branch_id is not None else None
+    return CallContext(client_id=session.client_id, subject_type=SUBJECT_TYPE, subject_id=session.id, thread=thread)
 
 
 # --- producing a step -----------------------------------------------------------------------

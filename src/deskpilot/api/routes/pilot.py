@@ -103,6 +103,16 @@ class BoundedBodyRoute(APIRoute):
 router = APIRouter(prefix="/api/v1", tags=["pilot"], route_class=BoundedBodyRoute)
 
 
+def _json(model: BaseModel, status_code: int = status.HTTP_200_OK) -> Response:
+    """The model as JSON, serialised once by Pydantic.
+
+    Returning the model itself makes FastAPI validate it again against the declared response model, dump it to
+    Python objects and encode those with the json module: about three walks of a large response per request on
+    the turn's hot path. The route still declares `response_model`, so the OpenAPI schema is unchanged.
+    """
+    return Response(model.model_dump_json(), status_code=status_code, media_type="application/json")
+
+
 # --- request and response shapes of this router -----------------------------------------------
 
 
@@ -136,18 +146,19 @@ class StatusUpdateResponse(BaseModel):
 # --- sessions ---------------------------------------------------------------------------------
 
 
-@router.post("/sessions", status_code=status.HTTP_201_CREATED)
+@router.post("/sessions", status_code=status.HTTP_201_CREATED, response_model=SessionStarted)
 async def create_session(
-    body: SessionCreate, principal: EngineerDep, state: StateDep, session: SessionDep, response: Response
-) -> SessionStarted:
+    body: SessionCreate, principal: EngineerDep, state: StateDep, session: SessionDep
+) -> Response:
     """Start a guided session from a description, pasted log output and/or a PSA ticket.
 
     Without an LLM a matching runbook drives it (`mode: flow`); without either the session is kept with its
     intake and the answer is 503 `no_llm_no_flow` naming it in `session_id`.
     """
     started = await service.start_session(session, pilot_deps(state), pilot_caller(principal), body)
+    response = _json(started, status.HTTP_201_CREATED)
     response.headers["Location"] = f"{router.prefix}/sessions/{started.session_id}"
-    return started
+    return response
 
 
 @router.get("/sessions")
@@ -161,30 +172,30 @@ async def list_sessions(
     return await service.list_sessions(session, pilot_caller(principal), status=status, limit=limit)
 
 
-@router.get("/sessions/{session_id}")
-async def get_session(session_id: uuid.UUID, principal: PrincipalDep, session: SessionDep) -> SessionDetail:
+@router.get("/sessions/{session_id}", response_model=SessionDetail)
+async def get_session(session_id: uuid.UUID, principal: PrincipalDep, session: SessionDep) -> Response:
     """The whole session with its steps and branch map; team members see it while it requests escalation."""
-    return await service.get_session(session, pilot_caller(principal), session_id)
+    return _json(await service.get_session(session, pilot_caller(principal), session_id))
 
 
-@router.post("/sessions/{session_id}/responses")
+@router.post("/sessions/{session_id}/responses", response_model=TurnResult)
 async def respond(
     session_id: uuid.UUID, body: StepResponse, principal: EngineerDep, state: StateDep, session: SessionDep
-) -> TurnResult:
+) -> Response:
     """Answer the current step and get the next one.
 
     The answer is stored before the model is asked: when generation fails (502 `step_generation_failed`) it is
     kept and `POST …/retry` continues. A second answer to the same step gets 409 `step_already_answered`.
     """
-    return await service.respond(session, pilot_deps(state), pilot_caller(principal), session_id, body)
+    return _json(await service.respond(session, pilot_deps(state), pilot_caller(principal), session_id, body))
 
 
-@router.post("/sessions/{session_id}/retry")
+@router.post("/sessions/{session_id}/retry", response_model=TurnResult)
 async def retry_generation(
     session_id: uuid.UUID, principal: EngineerDep, state: StateDep, session: SessionDep
-) -> TurnResult:
+) -> Response:
     """Generate the step the session is waiting for (after a failed generation or a branch change)."""
-    return await service.retry_generation(session, pilot_deps(state), pilot_caller(principal), session_id)
+    return _json(await service.retry_generation(session, pilot_deps(state), pilot_caller(principal), session_id))
 
 
 # --- lifecycle (FP-031) -------------------------------------------------------------------------
