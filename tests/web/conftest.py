@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import socket
 import threading
@@ -19,6 +20,8 @@ import uvicorn
 from deskpilot.api.app import create_app
 from deskpilot.api.state import AppState
 from deskpilot.identity.models import Role
+from deskpilot.knowledge import service as knowledge
+from deskpilot.llm import LLM
 from deskpilot.security import passwords
 from tests.conftest import Tenant, cheap_hasher, create_schema, make_settings, make_tenant
 
@@ -70,7 +73,11 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
         yield from _live_server(tmp_path_factory)
 
 
-def _live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def _live_server(
+    tmp_path_factory: pytest.TempPathFactory, *, llm: LLM | None = None, starter_library: bool = False
+) -> Iterator[LiveServer]:
+    """The app under uvicorn on loopback, on a fresh SQLite file with one tenant; optionally a scripted LLM
+    and the knowledge starter library."""
     settings = make_settings(tmp_path_factory.mktemp("live"))
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
@@ -79,9 +86,13 @@ def _live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServe
     failed: list[BaseException] = []
 
     async def serve() -> None:
-        state = AppState.build(settings)
+        state = AppState.build(settings, llm=llm)
         await create_schema(state.db)
-        ready["tenant"] = await make_tenant(state.db, "Acme IT")
+        ready["tenant"] = tenant = await make_tenant(state.db, "Acme IT")
+        if starter_library:
+            async with state.db.session(tenant.account_id) as session:
+                await knowledge.load_starter_library(session, tenant.account_id)
+                await session.commit()
         ready["state"] = state
         ready["loop"] = asyncio.get_running_loop()
         # log_config=None leaves the test run's logging alone; the short graceful timeout ends open SSE streams.
@@ -113,4 +124,19 @@ def _live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServe
 
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+# Without the background-networking flags Chromium keeps dialling out, which this closed network refuses.
+CHROMIUM_ARGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+def require_chromium() -> None:
+    """Skip the calling browser-test module without Debian's Chromium; CI's flag turns the skip into a failure."""
+    if CHROMIUM.exists():
+        return
+    if os.environ.get("DESKPILOT_REQUIRE_SERVICES") == "1":  # noqa: TID251
+        raise RuntimeError(f"{CHROMIUM} is missing and DESKPILOT_REQUIRE_SERVICES=1")
+    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)", allow_module_level=True)
 

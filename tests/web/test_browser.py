@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
@@ -13,21 +11,11 @@ import pytest
 from deskpilot.events import notifications
 from deskpilot.identity.models import Role
 from deskpilot.web.nav import SECTIONS
-from tests.web.conftest import ARTIFACTS, PASSWORD, LiveServer, email_of
+from tests.web.conftest import ARTIFACTS, CHROMIUM, CHROMIUM_ARGS, PASSWORD, LiveServer, email_of, require_chromium
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-
-if not CHROMIUM.exists():
-    # CI sets the flag so that a missing browser fails the run instead of silently skipping it.
-    if os.environ.get("DESKPILOT_REQUIRE_SERVICES") == "1":  # noqa: TID251
-        raise RuntimeError(f"{CHROMIUM} is missing and DESKPILOT_REQUIRE_SERVICES=1")
-    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)", allow_module_level=True)
+require_chromium()
 
 from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
 

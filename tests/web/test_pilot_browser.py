@@ -2,46 +2,37 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import re
-import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
 from sqlalchemy import select
 
-from deskpilot.api.app import create_app
-from deskpilot.api.state import AppState
 from deskpilot.identity.models import Role
-from deskpilot.knowledge import service as knowledge
 from deskpilot.knowledge.models import Flow, FlowSource, FlowStatus
 from deskpilot.llm import LLM
 from deskpilot.llm.messages import Message, RequestParams
 from deskpilot.llm.testing import FunctionModel, Reply
 from deskpilot.security import passwords
-from tests.conftest import cheap_hasher, create_schema, make_settings, make_tenant
-from tests.web.conftest import ARTIFACTS, PASSWORD, LiveServer, email_of
+from tests.conftest import cheap_hasher
+from tests.web.conftest import (
+    ARTIFACTS,
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    PASSWORD,
+    LiveServer,
+    _live_server,
+    email_of,
+    require_chromium,
+)
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-]
-
-if not CHROMIUM.exists():
-    if os.environ.get("DESKPILOT_REQUIRE_SERVICES") == "1":  # noqa: TID251
-        raise RuntimeError(f"{CHROMIUM} is missing and DESKPILOT_REQUIRE_SERVICES=1")
-    pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium)", allow_module_level=True)
+require_chromium()
 
 from playwright.sync_api import Browser, Page, expect, sync_playwright  # noqa: E402
 
@@ -137,47 +128,8 @@ def pilot_model(messages: Sequence[Message], params: RequestParams) -> Reply:
 
 
 def _serve(tmp_path_factory: pytest.TempPathFactory, llm: LLM | None) -> Iterator[LiveServer]:
-    """The app under uvicorn on loopback with the starter library loaded and, when given, a scripted LLM."""
-    settings = make_settings(tmp_path_factory.mktemp("pilot-live"))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    ready: dict[str, Any] = {}
-    failed: list[BaseException] = []
-
-    async def serve() -> None:
-        state = AppState.build(settings, llm=llm)
-        await create_schema(state.db)
-        tenant = await make_tenant(state.db, "Acme IT")
-        async with state.db.session(tenant.account_id) as s:
-            await knowledge.load_starter_library(s, tenant.account_id)
-            await s.commit()
-        ready.update(state=state, tenant=tenant, loop=asyncio.get_running_loop())
-        config = uvicorn.Config(create_app(settings, state=state), log_config=None, ws="none", lifespan="on",
-                                timeout_graceful_shutdown=1)
-        ready["server"] = server = uvicorn.Server(config)
-        await server.serve(sockets=[sock])
-
-    def run() -> None:
-        try:
-            asyncio.run(serve())
-        except BaseException as e:  # surfaced below instead of a thread warning
-            failed.append(e)
-
-    thread = threading.Thread(target=run, name="deskpilot-pilot-server", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not (ready.get("server") and ready["server"].started):
-        if failed or not thread.is_alive():
-            raise RuntimeError("live server did not start") from (failed[0] if failed else None)
-        if time.monotonic() > deadline:
-            raise TimeoutError("live server did not start within 20 s")
-        time.sleep(0.02)
-    yield LiveServer(url=f"http://127.0.0.1:{port}", state=ready["state"], tenant=ready["tenant"], loop=ready["loop"])
-    ready["server"].should_exit = True
-    thread.join(timeout=15)
-    sock.close()
-    assert not failed, failed
+    """The app on loopback with the starter library loaded and, when given, a scripted LLM."""
+    return _live_server(tmp_path_factory, llm=llm, starter_library=True)
 
 
 @pytest.fixture(scope="module")
