@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-import heapq
+import gc
 import json
+import re
+from bisect import bisect_left, bisect_right
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Final, assert_never
+from typing import Final, NamedTuple, assert_never
 
 from deskpilot.chat.events import (
     MARKERS,
@@ -29,15 +31,10 @@ USER_MESSAGE_REPLACEMENTS: Final[tuple[tuple[str, str], ...]] = (
     ("_(skipped)_", "(skipped)"),
 )
 
-_NAMES: Final[dict[str, MarkerName]] = {m: m for m in MARKERS}
 _LONGEST_TAG: Final = max(len(m) for m in MARKERS) + 1  # "/" + name
 _FENCE_CHARS: Final = ("`", "~")
+_DECODER: Final = json.JSONDecoder()
 _WS: Final = " \t\r\n\f\v"
-
-# Token kinds.
-_OPEN: Final = 0
-_CLOSE: Final = 1
-_FENCE: Final = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,23 +66,7 @@ class ParsedReply:
         return data
 
 
-@dataclass(frozen=True, slots=True)
-class _Token:
-    pos: int
-    end: int
-    kind: int
-    name: MarkerName | None = None
-    # Fences only: the fence character, its run length, and whether the line may open / close a fence.
-    char: str = ""
-    run: int = 0
-    opens: bool = False
-    closes: bool = False
-    complete: bool = True  # the fence line ends with a newline (not cut by the stream)
-    literal: bool = False  # a tag right after a backtick: inline code, while that backtick is shown
-
-
-@dataclass(slots=True)
-class _Block:
+class _Block(NamedTuple):
     name: MarkerName
     pos: int
     body: str
@@ -98,66 +79,87 @@ class _Scan:
     problems: list[MarkerProblem] = field(default_factory=list)
 
 
-def _tag_tokens(text: str) -> list[_Token]:
-    """Every `[NAME]` / `[/NAME]` (ASCII, any case); those right after a backtick are marked literal."""
-    tokens: list[_Token] = []
-    find = text.find
-    i = find("[")
-    while i != -1:
-        j = find("]", i + 1, i + 2 + _LONGEST_TAG)
-        if j == -1:
-            i = find("[", i + 1)
-            continue
-        inner = text[i + 1 : j]
-        closing = inner.startswith("/")
-        name = _NAMES.get((inner[1:] if closing else inner).upper()) if inner.isascii() else None
-        if name is None:
-            i = find("[", i + 1)
-            continue
-        tokens.append(_Token(i, j + 1, _CLOSE if closing else _OPEN, name, literal=i > 0 and text[i - 1] == "`"))
-        i = find("[", j + 1)
-    return tokens
+# Tokens are kept as parallel lists of ints (no object per tag or fence, which the garbage collector would walk).
+# A tag's code: marker index << 2 | closing << 1 | literal (right after a backtick: inline code while shown).
+_TAG_CODES: Final[dict[str, int]] = {
+    **{f"[{m}]": k << 2 for k, m in enumerate(MARKERS)},
+    **{f"[/{m}]": k << 2 | 2 for k, m in enumerate(MARKERS)},
+}
+_TAG_RE: Final = re.compile(r"\[/?(?:" + "|".join(MARKERS) + r")\]", re.IGNORECASE | re.ASCII)
+_CLOSING: Final = 2
+_LITERAL: Final = 1
+# A fence's flags: whether its line may open / close a fence, ends with a newline (not cut by the stream), is `~`.
+_OPENS: Final = 1
+_CLOSES: Final = 2
+_COMPLETE: Final = 4
+_TILDE: Final = 8
 
 
-def _fence_tokens(text: str, char: str) -> list[_Token]:
+def _tag_tokens(text: str) -> tuple[list[int], list[int], list[int]]:
+    """Every `[NAME]` / `[/NAME]` (ASCII, any case): start offsets, end offsets and codes."""
+    starts: list[int] = []
+    ends: list[int] = []
+    codes: list[int] = []
+    codes_of = _TAG_CODES
+    for match in _TAG_RE.finditer(text):
+        start, end = match.span()
+        starts.append(start)
+        ends.append(end)
+        code = codes_of[match.group().upper()]
+        codes.append(code | _LITERAL if start and text[start - 1] == "`" else code)
+    return starts, ends, codes
+
+
+def _fence_lines(text: str, char: str, fences: tuple[list[int], list[int], list[int], list[int]]) -> None:
     """Lines that start (after at most three spaces) with three or more `char`: candidate code fences."""
-    tokens: list[_Token] = []
+    starts, ends, runs, flags_of = fences
     needle = char * 3
+    tilde = _TILDE if char == "~" else 0
     find = text.find
+    size = len(text)
     i = find(needle)
     while i != -1:
-        start = i
-        while start > 0 and text[start - 1] == " " and i - start < 3:
-            start -= 1
-        if start != 0 and text[start - 1] != "\n":
-            i = find(needle, i + 3)
-            continue
+        if i and text[i - 1] != "\n":
+            start = i
+            while start > 0 and text[start - 1] == " " and i - start < 3:
+                start -= 1
+            if start != 0 and text[start - 1] != "\n":
+                i = find(needle, i + 3)
+                continue
         line_end = find("\n", i)
-        complete = line_end != -1
-        if not complete:
-            line_end = len(text)
+        flags = tilde | _COMPLETE
+        if line_end == -1:
+            line_end = size
+            flags = tilde
         line = text[i:line_end]
-        run = len(line) - len(line.lstrip(char))
-        rest = line[run:]
-        tokens.append(
-            _Token(
-                i,
-                line_end,
-                _FENCE,
-                char=char,
-                run=run,
-                opens=char == "~" or "`" not in rest,
-                closes=not rest.strip(),
-                complete=complete,
-            )
-        )
+        rest = line.lstrip(char)
+        if tilde or "`" not in rest:
+            flags |= _OPENS
+        if not rest.strip():
+            flags |= _CLOSES
+        starts.append(i)
+        ends.append(line_end)
+        runs.append(len(line) - len(rest))
+        flags_of.append(flags)
         i = find(needle, line_end)
-    return tokens
 
 
-def _tokens(text: str) -> list[_Token]:
-    fences = heapq.merge(_fence_tokens(text, "`"), _fence_tokens(text, "~"), key=lambda t: t.pos)
-    return list(heapq.merge(_tag_tokens(text), fences, key=lambda t: t.pos))
+def _fence_tokens(text: str) -> tuple[list[int], list[int], list[int], list[int]]:
+    """Both kinds of candidate fence, in text order: starts, line ends, run lengths and flags."""
+    fences: tuple[list[int], list[int], list[int], list[int]] = ([], [], [], [])
+    _fence_lines(text, "`", fences)
+    backticks = len(fences[0])
+    _fence_lines(text, "~", fences)
+    if 0 < backticks < len(fences[0]):
+        order = sorted(range(len(fences[0])), key=fences[0].__getitem__)
+        starts, ends, runs, flags = fences
+        return (
+            [starts[k] for k in order],
+            [ends[k] for k in order],
+            [runs[k] for k in order],
+            [flags[k] for k in order],
+        )
+    return fences
 
 
 def _unclosed_body_end(text: str, start: int, limit: int) -> int | None:
@@ -165,7 +167,10 @@ def _unclosed_body_end(text: str, start: int, limit: int) -> int | None:
 
     None when no body starts there (a lone tag), -1 when one starts but does not parse (cut off or broken).
     """
-    window = text[start : min(limit, start + _BODY_LOOKAHEAD)]
+    stop = min(limit, start + _BODY_LOOKAHEAD)
+    if start >= stop:
+        return None
+    window = text[start:stop]
     skipped = len(window) - len(window.lstrip(_WS))
     if skipped == len(window):
         return None
@@ -180,7 +185,7 @@ def _unclosed_body_end(text: str, start: int, limit: int) -> int | None:
         return None
     region = text[pos : min(limit, pos + MAX_BLOCK_CHARS)]
     try:
-        _, used = json.JSONDecoder().raw_decode(region)
+        _, used = _DECODER.raw_decode(region)
     except (ValueError, RecursionError):
         return -1
     end = pos + used
@@ -199,82 +204,96 @@ def _scan(text: str, *, streaming: bool) -> tuple[_Scan, int]:
     stream has not finished, since either may still turn into something else.
     """
     scan = _Scan()
-    tokens = _tokens(text)
-    # Per marker, the indexes of its open and close tokens, walked with forward-only cursors.
-    opens: dict[MarkerName, list[int]] = defaultdict(list)
-    closes: dict[MarkerName, list[int]] = defaultdict(list)
-    for index, token in enumerate(tokens):
-        if token.name is not None and not token.literal:
-            (opens if token.kind == _OPEN else closes)[token.name].append(index)
-    open_cursor: dict[MarkerName, int] = defaultdict(int)
-    close_cursor: dict[MarkerName, int] = defaultdict(int)
+    segments = scan.segments
+    problems = scan.problems
+    tag_pos, tag_end, tag_code = _tag_tokens(text)
+    fence_pos, fence_end, fence_run, fence_flags = _fence_tokens(text)
+    del fence_end  # a fenced region's text is kept whole: only where its closing fence starts matters
+    # Per marker, the indexes of its (non-literal) open and close tags, walked with forward-only cursors.
+    opens: list[list[int]] = [[] for _ in MARKERS]
+    closes: list[list[int]] = [[] for _ in MARKERS]
+    for index, code in enumerate(tag_code):
+        if not code & _LITERAL:
+            (closes if code & _CLOSING else opens)[code >> 2].append(index)
+    open_cursor = [0] * len(MARKERS)
+    close_cursor = [0] * len(MARKERS)
 
-    def next_of(indexes: list[int], cursors: dict[MarkerName, int], name: MarkerName, after: int) -> int | None:
-        k = cursors[name]
-        while k < len(indexes) and indexes[k] <= after:
-            k += 1
-        cursors[name] = k
-        return indexes[k] if k < len(indexes) else None
-
+    size = len(text)
+    past = size + 1
+    tags = len(tag_pos)
+    fences = len(fence_pos)
     cursor = 0  # start of the text not yet copied or dropped
-    i = 0
-    n = len(tokens)
-    while i < n:
-        token = tokens[i]
-        if token.pos < cursor:
-            i += 1
-            continue
-        if token.kind == _FENCE:
-            if streaming and not token.complete:
-                scan.segments.append(text[cursor : token.pos])
-                return scan, token.pos
-            if not token.opens:
-                i += 1
+    t = 0  # next tag
+    f = 0  # next fence
+    while True:
+        tp = tag_pos[t] if t < tags else past
+        fp = fence_pos[f] if f < fences else past
+        if fp < tp:
+            if fp < cursor:
+                f = bisect_left(fence_pos, cursor, f + 1)
+                continue
+            flags = fence_flags[f]
+            if streaming and not flags & _COMPLETE:
+                segments.append(text[cursor:fp])
+                return scan, fp
+            if not flags & _OPENS:
+                f += 1
                 continue
             # Fenced code: everything up to the closing fence is shown as is, markers included.
-            j = i + 1
-            while j < n:
-                other = tokens[j]
-                if other.kind == _FENCE and other.char == token.char and other.run >= token.run and other.closes:
-                    break
+            want = (flags & _TILDE) | _CLOSES
+            run = fence_run[f]
+            j = f + 1
+            while j < fences and (fence_flags[j] & (_TILDE | _CLOSES) != want or fence_run[j] < run):
                 j += 1
-            if j == n:
+            if j == fences:
                 break
-            if streaming and not tokens[j].complete:
-                scan.segments.append(text[cursor : tokens[j].pos])
-                return scan, tokens[j].pos
-            i = j + 1
+            closing = fence_pos[j]
+            if streaming and not fence_flags[j] & _COMPLETE:
+                segments.append(text[cursor:closing])
+                return scan, closing
+            f = j + 1
+            t = bisect_left(tag_pos, closing, t)
             continue
-        name = token.name
-        assert name is not None
-        if token.literal and token.pos > cursor:
-            i += 1
+        if t == tags:
+            break
+        if tp < cursor:
+            t = bisect_left(tag_pos, cursor, t + 1)
             continue
-        if token.kind == _CLOSE:
-            scan.segments.append(text[cursor : token.pos])
-            cursor = token.end
-            scan.problems.append(MarkerProblem(name, token.pos, f"stray [/{name}] without an opening tag removed"))
-            i += 1
+        code = tag_code[t]
+        if code & _LITERAL and tp > cursor:
+            t += 1
             continue
-        close = next_of(closes[name], close_cursor, name, i)
-        again = next_of(opens[name], open_cursor, name, i)
+        marker = code >> 2
+        name = MARKERS[marker]
+        if code & _CLOSING:
+            segments.append(text[cursor:tp])
+            cursor = tag_end[t]
+            problems.append(MarkerProblem(name, tp, f"stray [/{name}] without an opening tag removed"))
+            t += 1
+            continue
+        indexes = closes[marker]
+        k = close_cursor[marker] = bisect_right(indexes, t, close_cursor[marker])
+        close = indexes[k] if k < len(indexes) else None
+        indexes = opens[marker]
+        k = open_cursor[marker] = bisect_right(indexes, t, open_cursor[marker])
+        again = indexes[k] if k < len(indexes) else None
+        segments.append(text[cursor:tp])
         if close is not None and (again is None or close < again):
-            end = tokens[close]
-            scan.segments.append(text[cursor : token.pos])
-            scan.blocks.append(_Block(name, token.pos, text[token.end : end.pos]))
-            cursor = end.end
-            i = close + 1
+            scan.blocks.append(_Block(name, tp, text[tag_end[t] : tag_pos[close]]))
+            cursor = tag_end[close]
+            t = close + 1
+            f = bisect_left(fence_pos, cursor, f)
             continue
         if streaming:
-            scan.segments.append(text[cursor : token.pos])
-            return scan, token.pos
+            return scan, tp
         # Unclosed: drop the tag and, when a JSON body follows it, that body (to the next tag if it is cut off).
-        scan.segments.append(text[cursor : token.pos])
-        following = next((k for k in range(i + 1, n) if tokens[k].kind == _OPEN), None)
-        limit = tokens[following].pos if following is not None else len(text)
-        body_end = _unclosed_body_end(text, token.end, limit)
+        following = t + 1
+        while following < tags and tag_code[following] & _CLOSING:
+            following += 1
+        limit = tag_pos[following] if following < tags else size
+        body_end = _unclosed_body_end(text, tag_end[t], limit)
         if body_end is None:
-            cursor = token.end
+            cursor = tag_end[t]
             reason = f"unclosed [{name}] tag removed"
         elif body_end == -1:
             cursor = limit
@@ -282,10 +301,10 @@ def _scan(text: str, *, streaming: bool) -> tuple[_Scan, int]:
         else:
             cursor = body_end
             reason = f"unclosed [{name}] block dropped"
-        scan.problems.append(MarkerProblem(name, token.pos, reason))
-        i += 1
-    scan.segments.append(text[cursor:])
-    return scan, len(text)
+        problems.append(MarkerProblem(name, tp, reason))
+        t += 1
+    segments.append(text[cursor:])
+    return scan, size
 
 
 def _separator(breaks: int, right: str, right_had_newline: bool) -> str:
@@ -313,6 +332,8 @@ def _join(segments: list[str]) -> str:
     breaks = 0  # the most line breaks in one whitespace run at the current seam
     last = len(segments) - 1
     for k, segment in enumerate(segments):
+        if not segment:
+            continue  # nothing between two removed blocks: the seam goes on
         core = segment
         lead = ""
         if k > 0:
@@ -402,6 +423,19 @@ def parse_reply(text: str) -> ParsedReply:
     Never raises: a malformed block is removed from the visible text and reported in `problems`. Blocks inside
     fenced code (or a tag written right after a backtick) are shown as written, not parsed.
     """
+    # A tag storm makes tens of thousands of problems and blocks; the cyclic collector would walk them again and
+    # again while they pile up (none of them can form a cycle), so it waits until the reply is parsed.
+    collecting = gc.isenabled()
+    if collecting:
+        gc.disable()
+    try:
+        return _parse_reply(text)
+    finally:
+        if collecting:
+            gc.enable()
+
+
+def _parse_reply(text: str) -> ParsedReply:
     scan, _ = _scan(text, streaming=False)
     by_name: dict[MarkerName, list[_Block]] = defaultdict(list)
     for block in scan.blocks:
