@@ -524,25 +524,11 @@ class LLM:
                 if error is not None:
                     span.set_attribute("error.type", StructuredOutputError.code)
         if self._recording:
-            await self._save(
-                CallRecord(
-                    id=record_id,
-                    account_id=account_id,
-                    purpose=purpose,
-                    model=completion.model_name,
-                    fallback_used=completion.fallback_used,
-                    messages=tuple(messages),
-                    output_text=completion.text,
-                    tool_calls=completion.tool_calls,
-                    parsed=value,
-                    error=None if error is None else f"output did not validate: {error}",
-                    error_code=None if error is None else StructuredOutputError.code,
-                    input_tokens=completion.input_tokens,
-                    output_tokens=completion.output_tokens,
-                    latency_ms=latency_ms,
-                    created_at=datetime.fromtimestamp(started_at, UTC),
-                    context=context,
-                )
+            await self._record_completion(
+                record_id, purpose, account_id, messages, completion, latency_ms, started_at, context,
+                parsed=value,
+                error=None if error is None else f"output did not validate: {error}",
+                error_code=None if error is None else StructuredOutputError.code,
             )
         return completion, value, error, record_id, latency_ms
 
@@ -595,27 +581,46 @@ class LLM:
             _span_response(span, completion, record_id)
         span.end()
         if self._recording:
-            await self._save(
-                CallRecord(
-                    id=record_id,
-                    account_id=account_id,
-                    purpose=purpose,
-                    model=completion.model_name,
-                    fallback_used=completion.fallback_used,
-                    messages=tuple(messages),
-                    output_text=completion.text,
-                    tool_calls=completion.tool_calls,
-                    parsed=None,
-                    error=None,
-                    error_code=None,
-                    input_tokens=completion.input_tokens,
-                    output_tokens=completion.output_tokens,
-                    latency_ms=latency_ms,
-                    created_at=datetime.fromtimestamp(started_at, UTC),
-                    context=context,
-                )
+            await self._record_completion(
+                record_id, purpose, account_id, messages, completion, latency_ms, started_at, context
             )
         yield Result(completion.text, _usage(completion, latency_ms), record_id)
+
+    async def _record_completion(
+        self,
+        record_id: uuid.UUID,
+        purpose: str,
+        account_id: uuid.UUID | None,
+        messages: list[Message],
+        completion: Completion,
+        latency_ms: float,
+        started_at: float,
+        context: CallContext | None,
+        *,
+        parsed: BaseModel | None = None,
+        error: str | None = None,
+        error_code: str | None = None,
+    ) -> None:
+        await self._save(
+            CallRecord(
+                id=record_id,
+                account_id=account_id,
+                purpose=purpose,
+                model=completion.model_name,
+                fallback_used=completion.fallback_used,
+                messages=tuple(messages),
+                output_text=completion.text,
+                tool_calls=completion.tool_calls,
+                parsed=parsed,
+                error=error,
+                error_code=error_code,
+                input_tokens=completion.input_tokens,
+                output_tokens=completion.output_tokens,
+                latency_ms=latency_ms,
+                created_at=datetime.fromtimestamp(started_at, UTC),
+                context=context,
+            )
+        )
 
     async def _record_failure(
         self,
