@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 from pathlib import Path
-from types import ModuleType
 
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from sqlalchemy import inspect
 
 from deskpilot.all_models import Base, autogenerate_include_name
 from deskpilot.knowledge import fts
@@ -19,29 +16,11 @@ from deskpilot.knowledge.schemas import parse_flow_document
 from deskpilot.storage import Database, migrations
 from tests.knowledge.conftest import Account
 from tests.knowledge.flows import flow_doc
-
-MIGRATION = Path(__file__).resolve().parents[2] / "migrations" / "versions" / "2026_11_25_knowledge_search.py"
-
-
-def _migration_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("knowledge_search_revision", MIGRATION)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.migration_support import load_revision, search_structures
 
 
 async def _structures(db: Database) -> set[str]:
-    def read(conn: object) -> set[str]:
-        insp = inspect(conn)
-        names = set(insp.get_table_names())
-        if "flows" in names:
-            names |= {i["name"] for i in insp.get_indexes("flows") if i["name"]}
-        return {n for n in names if fts.is_search_structure(n, "table") or fts.is_search_structure(n, "index")}
-
-    async with db.engine.connect() as conn:
-        return await conn.run_sync(read)
+    return await search_structures(db, "flows", fts.is_search_structure)
 
 
 async def _diff(db: Database, *, filtered: bool) -> list[object]:
@@ -57,7 +36,7 @@ async def _diff(db: Database, *, filtered: bool) -> list[object]:
 
 
 def test_revision_repeats_the_search_sql() -> None:
-    revision = _migration_module()
+    revision = load_revision("2026_11_25_knowledge_search.py")
     assert (revision.revision, revision.down_revision) == ("0002", "0001")
     assert revision.SQLITE_CREATE_FTS == fts.SQLITE_CREATE_FTS
     assert revision.SQLITE_DROP_FTS == fts.SQLITE_DROP_FTS

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 from sqlalchemy import inspect
@@ -18,9 +16,8 @@ from deskpilot.all_models import Base, autogenerate_include_name
 from deskpilot.pilot import fts, service, similar
 from deskpilot.pilot.schemas import ResolveRequest, SessionCreate
 from deskpilot.storage import Database, migrations
+from tests.migration_support import load_revision, search_structures
 from tests.pilot.conftest import Desk, classification, make_desk, question, scripted
-
-MIGRATION = Path(__file__).resolve().parents[2] / "migrations" / "versions" / "2026_11_25_session_search.py"
 
 NEW = "Outlook keeps asking for the password after the mailbox migration"
 NEW_SUMMARY = "Outlook password prompts after mailbox migration"
@@ -66,31 +63,15 @@ async def resolved(desk: Desk, text: str, summary: str, resolution: str, domain:
     return session_id
 
 
-def _revision() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("session_search_revision", MIGRATION)
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 async def _structures(db: Database) -> set[str]:
-    def read(conn: object) -> set[str]:
-        insp = inspect(conn)
-        names = set(insp.get_table_names())
-        names |= {i["name"] for i in insp.get_indexes("sessions") if i["name"]}
-        return {n for n in names if fts.is_search_structure(n, "table") or fts.is_search_structure(n, "index")}
-
-    async with db.engine.connect() as conn:
-        return await conn.run_sync(read)
+    return await search_structures(db, "sessions", fts.is_search_structure)
 
 
 # --- pure -----------------------------------------------------------------------------------
 
 
 def test_fp021_revision_repeats_the_search_sql() -> None:
-    revision = _revision()
+    revision = load_revision("2026_11_25_session_search.py")
     assert (revision.revision, revision.down_revision) == ("0003", "0002")
     assert revision.SQLITE_CREATE_FTS == fts.SQLITE_CREATE_FTS
     assert revision.SQLITE_DROP_FTS == fts.SQLITE_DROP_FTS
