@@ -74,6 +74,14 @@ async def publish_notification(pubsub: PubSub, notification: NotificationOut) ->
         logger.warning("notification %s stored but not pushed: %r", notification.id, e)
 
 
+async def announce_read(pubsub: PubSub, user_id: uuid.UUID, unread: int) -> None:
+    """Tell the user's other console tabs to refresh their bell; best effort like every push."""
+    try:
+        await pubsub.publish(user_channel(user_id), {"type": "notifications.read", "unread": unread})
+    except RunFailure as e:
+        logger.warning("read state of %s not pushed: %r", user_id, e)
+
+
 async def notify(
     session: AsyncSession,
     pubsub: PubSub,

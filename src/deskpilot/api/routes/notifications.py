@@ -14,9 +14,8 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 from deskpilot.api.deps import PrincipalDep, SessionDep, StateDep
-from deskpilot.errors import RunFailure
 from deskpilot.events import notifications as notification_service
-from deskpilot.events.pubsub import PubSub, PubSubClosed, user_channel
+from deskpilot.events.pubsub import PubSubClosed, user_channel
 from deskpilot.events.schemas import NotificationOut
 
 logger = logging.getLogger(__name__)
@@ -56,14 +55,6 @@ def sse_event(message: Mapping[str, JsonValue]) -> str:
     return f"event: {name}\ndata: {json.dumps(dict(message), separators=(',', ':'))}\n\n"
 
 
-async def announce_read(pubsub: PubSub, user_id: uuid.UUID, unread: int) -> None:
-    """Tell the user's other console tabs to refresh their bell; best effort like every push."""
-    try:
-        await pubsub.publish(user_channel(user_id), {"type": "notifications.read", "unread": unread})
-    except RunFailure as e:
-        logger.warning("read state of %s not pushed: %r", user_id, e)
-
-
 @router.get("", operation_id="list_notifications")
 async def list_notifications(
     principal: PrincipalDep,
@@ -85,7 +76,7 @@ async def mark_notifications_read(
     await session.commit()
     unread = await notification_service.unread_count(session, principal.user_id)
     if marked:
-        await announce_read(state.pubsub, principal.user_id, unread)
+        await notification_service.announce_read(state.pubsub, principal.user_id, unread)
     return MarkedRead(marked=marked, unread=unread)
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from deskpilot.api.routes.notifications import announce_read
 from deskpilot.events import notifications
 from deskpilot.web import bell
 from deskpilot.web.console import ConsoleDep
@@ -32,7 +31,7 @@ async def submit_read_all(console: ConsoleDep) -> Response:
     marked = await notifications.mark_read(console.session, console.principal.user_id, "all")
     await console.session.commit()
     if marked:
-        await announce_read(console.state.pubsub, console.principal.user_id, 0)
+        await notifications.announce_read(console.state.pubsub, console.principal.user_id, 0)
     if console.is_htmx:
         return render_fragment(console, "notifications/_panel.html", bell=await bell.load(console), oob=True)
     return RedirectResponse("/notifications?notice=notifications-read", status_code=303)
