@@ -16,6 +16,7 @@ from deskpilot.errors import ValidationFailed
 from deskpilot.events import notifications as service
 from deskpilot.events.models import Notification
 from deskpilot.events.pubsub import InProcessPubSub, user_channel
+from deskpilot.identity import service as identity
 from deskpilot.identity.models import Account, Role, Team, User
 from deskpilot.storage import Database
 from tests.services import pg_database
@@ -140,7 +141,7 @@ async def test_add_notification_leaves_commit_and_push_to_the_caller(
         assert [n.title for n in await service.list_notifications(session, org.alice)] == ["kept"]
 
 
-async def test_notify_team_reaches_active_members_only(db: Database, pubsub: InProcessPubSub, org: Org) -> None:
+async def test_notifying_a_team_reaches_active_members_only(db: Database, pubsub: InProcessPubSub, org: Org) -> None:
     async with (
         pubsub.subscribe(user_channel(org.alice)) as alice,
         pubsub.subscribe(user_channel(org.bob)) as bob,
@@ -148,14 +149,16 @@ async def test_notify_team_reaches_active_members_only(db: Database, pubsub: InP
         pubsub.subscribe(user_channel(org.outsider)) as outsider,
     ):
         async with db.session(org.account_id) as session:
-            sent = await service.notify_team(
+            members = await identity.active_team_member_ids(
+                session, account_id=org.account_id, team_id=org.team_id, exclude=[org.bob]
+            )
+            sent = await service.notify_users(
                 session,
                 pubsub,
                 account_id=org.account_id,
-                team_id=org.team_id,
+                user_ids=members,
                 kind="session.escalated",
                 title="Needs a pair of eyes",
-                exclude_user_ids=[org.bob],
             )
         assert [n.user_id for n in sent] == [org.alice]
         assert (await alice.get(timeout_s=2))["title"] == "Needs a pair of eyes"
@@ -229,8 +232,9 @@ async def test_a_system_session_notifies_with_an_explicit_account(
     db: Database, pubsub: InProcessPubSub, org: Org
 ) -> None:
     async with db.system_session() as session:
-        sent = await service.notify_team(
-            session, pubsub, account_id=org.account_id, team_id=org.team_id, kind="automation.failed", title="Run 7"
+        members = await identity.active_team_member_ids(session, account_id=org.account_id, team_id=org.team_id)
+        sent = await service.notify_users(
+            session, pubsub, account_id=org.account_id, user_ids=members, kind="automation.failed", title="Run 7"
         )
     assert sorted(n.user_id for n in sent) == sorted([org.alice, org.bob])
     async with db.session(org.account_id) as session:

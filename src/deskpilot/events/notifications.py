@@ -14,7 +14,6 @@ from deskpilot.errors import RunFailure, ValidationFailed
 from deskpilot.events.models import Notification
 from deskpilot.events.pubsub import PubSub, user_channel
 from deskpilot.events.schemas import NotificationOut
-from deskpilot.identity.models import User
 from deskpilot.storage import utcnow
 
 logger = logging.getLogger(__name__)
@@ -107,33 +106,24 @@ async def notify(
     return notification
 
 
-async def notify_team(
+async def notify_users(
     session: AsyncSession,
     pubsub: PubSub,
     *,
     account_id: uuid.UUID,
-    team_id: uuid.UUID,
+    user_ids: Iterable[uuid.UUID],
     kind: str,
     title: str,
     body: str = "",
     link: str | None = None,
-    exclude_user_ids: Iterable[uuid.UUID] = (),
 ) -> list[NotificationOut]:
-    """Notify every active user of a team (less `exclude_user_ids`, e.g. the actor) in one commit, then publish.
+    """Notify several users (e.g. a team's active members, from the identity service) in one commit, then publish.
 
     Commits `session` like `notify`.
     """
-    excluded = set(exclude_user_ids)
-    # The explicit account filter keeps this right in a system session too, where no scope applies.
-    user_ids = await session.scalars(
-        select(User.id)
-        .where(User.account_id == account_id, User.team_id == team_id, User.is_active.is_(True))
-        .order_by(User.id)
-    )
     notifications = [
         add_notification(session, account_id=account_id, user_id=uid, kind=kind, title=title, body=body, link=link)
-        for uid in user_ids
-        if uid not in excluded
+        for uid in dict.fromkeys(user_ids)
     ]
     await session.commit()
     for notification in notifications:

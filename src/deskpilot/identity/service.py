@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -125,6 +125,26 @@ async def list_users(session: AsyncSession, *, team_id: uuid.UUID | None = None)
     if team_id is not None:
         stmt = stmt.where(User.team_id == team_id)
     return (await session.scalars(stmt)).all()
+
+
+async def active_team_member_ids(
+    session: AsyncSession,
+    *,
+    account_id: uuid.UUID,
+    team_id: uuid.UUID,
+    exclude: Iterable[uuid.UUID] = (),
+) -> list[uuid.UUID]:
+    """Who to tell about a team's work: its active users, less `exclude` (e.g. the actor).
+
+    The explicit account filter keeps this right in a system session too, where no scope applies.
+    """
+    excluded = set(exclude)
+    ids = await session.scalars(
+        select(User.id)
+        .where(User.account_id == account_id, User.team_id == team_id, User.is_active.is_(True))
+        .order_by(User.id)
+    )
+    return [uid for uid in ids if uid not in excluded]
 
 
 async def update_user(

@@ -739,8 +739,9 @@ async def escalate(
     if request.target_user_id is not None:
         recipients = [request.target_user_id]
     elif session.team_id is not None:
-        recipients = [u.id for u in await identity.list_users(db, team_id=session.team_id)
-                      if u.is_active and u.id != caller.user_id]
+        recipients = await identity.active_team_member_ids(
+            db, account_id=session.account_id, team_id=session.team_id, exclude=[caller.user_id]
+        )
     else:
         recipients = []
     sent = [
