@@ -4,6 +4,14 @@
 
   var body = document.body;
 
+  // htmx carries some attributes of a swapped element over to its replacement; "style" among them would be an
+  // inline style, which the console's CSP refuses (a textarea the user resized has one). Settle without it.
+  if (window.htmx) {
+    window.htmx.config.attributesToSettle = window.htmx.config.attributesToSettle.filter(function (name) {
+      return name !== "style";
+    });
+  }
+
   // Navigation menu on narrow screens: without JS the link jumps to #site-nav (shown by :target).
   var toggle = document.querySelector("[data-menu-toggle]");
   var nav = document.getElementById("site-nav");

@@ -3,14 +3,6 @@
 (function () {
   "use strict";
 
-  // htmx carries some attributes of a swapped element over to its replacement; "style" among them would be an
-  // inline style, which the console's CSP refuses (a textarea the user resized has one). Settle without it.
-  if (window.htmx) {
-    window.htmx.config.attributesToSettle = window.htmx.config.attributesToSettle.filter(function (name) {
-      return name !== "style";
-    });
-  }
-
   // Copy buttons stay hidden without JavaScript (there is nothing they could do); show them here and after swaps.
   function revealCopyButtons(root) {
     root.querySelectorAll("[data-copy][hidden]").forEach(function (button) { button.hidden = false; });
