@@ -2,6 +2,9 @@
 
 from collections.abc import Mapping
 
+from deskpilot.approvals import models as approvals_models
+from deskpilot.chat import models as chat_models
+from deskpilot.diagnosis import models as diagnosis_models
 from deskpilot.events import models as events_models
 from deskpilot.identity import models as identity_models
 from deskpilot.knowledge import fts as knowledge_fts
@@ -14,7 +17,10 @@ from deskpilot.storage import Base
 
 __all__ = [
     "Base",
+    "approvals_models",
     "autogenerate_include_name",
+    "chat_models",
+    "diagnosis_models",
     "events_models",
     "identity_models",
     "knowledge_models",

@@ -51,12 +51,12 @@ async def test_every_section_renders_in_the_layout(
 
 async def test_planned_sections_say_what_they_need(client: httpx.AsyncClient, tenant_a: Tenant) -> None:
     await login(client, Role.ENGINEER)
-    chat = await client.get("/chat")
-    assert "What will appear here" in chat.text
-    assert "What it needs" in chat.text
-    assert "No LLM provider is configured" in chat.text
-    approvals = await client.get("/approvals")
-    assert "LLM provider" not in approvals.text.split("What it needs")[1].split("</ul>")[0]
+    agents = await client.get("/agents")
+    assert "What will appear here" in agents.text
+    assert "What it needs" in agents.text
+    assert "No LLM provider is configured" in agents.text
+    inbox = await client.get("/inbox")
+    assert "LLM provider" not in inbox.text.split("What it needs")[1].split("</ul>")[0]
 
 
 async def test_dashboard_shows_name_role_account_and_team(client: httpx.AsyncClient, tenant_a: Tenant) -> None:

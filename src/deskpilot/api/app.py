@@ -11,7 +11,10 @@ from fastapi.routing import APIRoute
 from deskpilot import __version__
 from deskpilot.api import problems
 from deskpilot.api.middleware import RequestContextMiddleware
+from deskpilot.api.routes import approvals as approval_routes
 from deskpilot.api.routes import audit as audit_routes
+from deskpilot.api.routes import chat as chat_routes
+from deskpilot.api.routes import diagnosis as diagnosis_routes
 from deskpilot.api.routes import health, identity
 from deskpilot.api.routes import knowledge as knowledge_routes
 from deskpilot.api.routes import notifications as notification_routes
@@ -58,7 +61,11 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     app.include_router(psa_routes.router)
     app.include_router(usage_routes.router)
     app.include_router(notification_routes.router)
+    # Before the Pilot's: POST /sessions/{id}/resume serves both kinds of session (chat approvals first).
+    app.include_router(chat_routes.router)
     app.include_router(pilot_routes.router)
+    app.include_router(diagnosis_routes.router)
+    app.include_router(approval_routes.router)
 
     from deskpilot.web import install as install_web
 

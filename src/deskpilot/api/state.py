@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from deskpilot.chat.stream import TurnStreams
 from deskpilot.events.pubsub import PubSub, make_pubsub
 from deskpilot.jobs import JobBackend, JobContext, make_job_backend, registry
 from deskpilot.llm import LLM
@@ -27,6 +28,8 @@ class AppState:
     # One pooled client for outbound integrations (PSA, channels); closed with the app.
     http: httpx.AsyncClient
     jobs: JobBackend = field(init=False)
+    # Chat turns run detached from their requests; shutdown cancels them and they store what they have.
+    chat_streams: TurnStreams = field(init=False, default_factory=TurnStreams)
     _started: bool = field(init=False, default=False)
     _closed: bool = field(init=False, default=False)
 
@@ -59,6 +62,7 @@ class AppState:
         if self._closed:
             return
         self._closed = True
+        await self.chat_streams.shutdown()
         await self.jobs.stop()
         await self.pubsub.close()
         await self.http.aclose()

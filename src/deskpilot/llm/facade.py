@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import uuid
@@ -22,7 +23,16 @@ from deskpilot.errors import DeskpilotError
 from deskpilot.llm.base import Model
 from deskpilot.llm.budget import Budget
 from deskpilot.llm.errors import StructuredOutputError, ToolFailed, ToolStepLimitExceeded
-from deskpilot.llm.messages import Completion, Message, OutputSchema, Prompt, RequestParams, ToolCall, as_messages
+from deskpilot.llm.messages import (
+    Completion,
+    Message,
+    OutputSchema,
+    Prompt,
+    RequestParams,
+    ToolCall,
+    ToolDefinition,
+    as_messages,
+)
 from deskpilot.llm.output import correction_prompt, describe_validation_error, output_schema, parse_output
 from deskpilot.llm.recording import CallContext, CallRecord, DeferredRecords, NullRecorder, Recorder, SqlRecorder
 from deskpilot.llm.routing import ModelRegistry, route_names
@@ -61,13 +71,15 @@ class Result(Generic[ValueT]):
     """A facade call's value with its usage and the id of its (last) `llm_calls` record.
 
     `messages` is filled by `run_tools` only: every message the run added (tool calls, tool results and
-    the final answer), so a conversation can be continued.
+    the final answer), so a conversation can be continued. `tool_calls` is filled by `stream` when tools
+    were offered and the model asked for some (the caller decides whether and how to run them).
     """
 
     value: ValueT
     usage: Usage
     record_id: uuid.UUID
     messages: tuple[Message, ...] = ()
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 def _usage(completion: Completion, latency_ms: float) -> Usage:
@@ -358,15 +370,20 @@ class LLM:
         context: CallContext | None = None,
         max_tokens: int | None = None,
         timeout_s: float | None = None,
+        tools: Iterable[Tool | ToolDefinition] = (),
     ) -> TextStream:
         """Stream the free-text answer as text deltas; see `TextStream` (arguments as for `structured`).
 
         Routing and budget errors are raised here, before anything is sent. A fallback happens only
-        before the first delta reaches the caller.
+        before the first delta reaches the caller. With `tools`, the model may also ask for tool calls:
+        they are in `result.tool_calls`, not run.
         """
         model = self.model_for(purpose)
         history = as_messages(messages)
         params = self._params(max_tokens, timeout_s)
+        offered = tuple(t if isinstance(t, ToolDefinition) else t.definition for t in tools)
+        if offered:
+            params = dataclasses.replace(params, tools=offered)
         if budget is not None:
             budget.check(history, params.max_tokens or 0)
         return TextStream(self._stream(purpose, model, history, params, budget, account_id, context))
@@ -584,7 +601,7 @@ class LLM:
             await self._record_completion(
                 record_id, purpose, account_id, messages, completion, latency_ms, started_at, context
             )
-        yield Result(completion.text, _usage(completion, latency_ms), record_id)
+        yield Result(completion.text, _usage(completion, latency_ms), record_id, tool_calls=completion.tool_calls)
 
     async def _record_completion(
         self,

@@ -51,6 +51,8 @@ class PilotSession(UUIDPrimaryKey, TimestampMixin, TenantMixin, Base):
     status: Mapped[str] = mapped_column(String(32), default="active", index=True)
     mode: Mapped[str] = mapped_column(String(8), default="ai")
 
+    # Chat sessions: generated from the first message (UC-002, SS-038); guided sessions show problem_summary.
+    title: Mapped[str | None] = mapped_column(String(120), default=None)
     intake_type: Mapped[str] = mapped_column(String(20), default="free_text")
     intake: Mapped[dict[str, Any]] = mapped_column(JSONDocument, default=dict)
     problem_summary: Mapped[str | None] = mapped_column(String(200), default=None)

@@ -11,7 +11,7 @@ from fastapi.staticfiles import StaticFiles
 from deskpilot.api.state import AppState
 from deskpilot.web.console import Console, CsrfRejected, LoginRequired, RoleRequired, is_htmx, login_url, safe_next
 from deskpilot.web.rendering import STATIC_DIR, render, render_public
-from deskpilot.web.routes import auth, knowledge, notifications, pilot, sections, settings
+from deskpilot.web.routes import approvals, auth, chat, knowledge, notifications, pilot, sections, settings
 
 
 async def _login_required(request: Request, exc: Exception) -> Response:
@@ -52,5 +52,5 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(LoginRequired, _login_required)
     app.add_exception_handler(CsrfRejected, _csrf_rejected)
     app.add_exception_handler(RoleRequired, _role_required)
-    for module in (auth, sections, settings, notifications, pilot, knowledge):
+    for module in (auth, sections, settings, notifications, pilot, knowledge, approvals, chat):
         app.include_router(module.router)

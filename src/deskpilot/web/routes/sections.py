@@ -25,11 +25,6 @@ class Plan:
 
 
 PLANS: dict[str, Plan] = {
-    "chat": Plan(
-        "A free chat copilot whose replies become a task lane, a list of known facts and one suggested fix.",
-        ("An LLM provider.",),
-        uses_llm=True,
-    ),
     "inbox": Plan(
         "Customer conversations from Slack, WhatsApp and the web widget, including those handed to a human.",
         ("A channel connection and a channel agent set up under Agents.",),
@@ -46,12 +41,6 @@ PLANS: dict[str, Plan] = {
         "every run keeps a snapshot of its definition and the result of each step.",
         ("An LLM provider to draft definitions.", "An approver with the lead role or higher."),
         uses_llm=True,
-    ),
-    "approvals": Plan(
-        "Everything waiting for a human decision: drafted automations and the tasks, notes and timelines "
-        "that agents suggest.",
-        ("Agents or automations that produce suggestions.",),
-        uses_llm=False,
     ),
 }
 
@@ -71,11 +60,6 @@ async def _section(console: Console, key: str) -> HTMLResponse:
                         llm_configured=console.state.settings.llm_configured)
 
 
-@router.get("/chat")
-async def page_chat(console: ConsoleDep) -> HTMLResponse:
-    return await _section(console, "chat")
-
-
 @router.get("/inbox")
 async def page_inbox(console: ConsoleDep) -> HTMLResponse:
     return await _section(console, "inbox")
@@ -89,8 +73,3 @@ async def page_agents(console: ConsoleDep) -> HTMLResponse:
 @router.get("/automations")
 async def page_automations(console: ConsoleDep) -> HTMLResponse:
     return await _section(console, "automations")
-
-
-@router.get("/approvals")
-async def page_approvals(console: ConsoleDep) -> HTMLResponse:
-    return await _section(console, "approvals")

@@ -1,0 +1,43 @@
+"""Errors raised by the chat domain, each with a stable code the API turns into problem+json."""
+
+from __future__ import annotations
+
+from deskpilot.errors import Conflict, NotFound, ValidationFailed
+
+
+class ChatSessionNotFound(NotFound):
+    code = "chat_session_not_found"
+
+
+class TurnNotFound(NotFound):
+    code = "chat_turn_not_found"
+
+
+class ThreadBusy(Conflict):
+    """SS-043: another turn of this session is still running."""
+
+    code = "THREAD_BUSY"
+
+
+class CannotSend(Conflict):
+    """UC-003: the session's status does not take messages."""
+
+    code = "session_not_accepting_messages"
+
+
+class NothingToResume(Conflict):
+    code = "nothing_to_resume"
+
+
+class MessageEmpty(ValidationFailed):
+    code = "message_empty"
+
+
+class MessageTooLarge(ValidationFailed):
+    code = "message_too_large"
+
+
+class ImagesNotSupported(ValidationFailed):
+    """SS-043's MODEL_DOES_NOT_SUPPORT_IMAGE_INPUT."""
+
+    code = "MODEL_DOES_NOT_SUPPORT_IMAGE_INPUT"

@@ -1,0 +1,101 @@
+"""Request and response shapes of the chat copilot API."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from deskpilot.approvals.schemas import ResumeDecision
+
+MAX_MESSAGE_CHARS = 100_000
+
+
+class ImageIn(BaseModel):
+    """UC-003: an image for a vision-capable model, base64."""
+
+    media_type: Literal["image/png", "image/jpeg", "image/gif", "image/webp"]
+    data: str = Field(min_length=1, max_length=7_000_000)
+
+
+class ChatCreate(BaseModel):
+    """A new chat session (UC-002); the title comes from the first message when none is given."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["chat"] = "chat"
+    title: str | None = Field(default=None, max_length=100)
+    client_id: uuid.UUID | None = None
+
+
+class MessageIn(BaseModel):
+    """A user message (UC-003)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    text: str = Field(default="", max_length=MAX_MESSAGE_CHARS + 1)
+    images: list[ImageIn] = Field(default_factory=list, max_length=4)
+
+
+class ResumeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    turn_id: uuid.UUID | None = None
+    decisions: list[ResumeDecision] = Field(default_factory=list, max_length=20)
+
+
+class ChatSessionOut(BaseModel):
+    id: uuid.UUID
+    kind: Literal["chat"] = "chat"
+    title: str | None
+    status: str
+    problem_summary: str | None
+    step_count: int
+    state_version: int
+    is_branching: bool
+    active_branch_id: uuid.UUID | None
+    total_input_tokens: int
+    total_output_tokens: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class ChatMessageOut(BaseModel):
+    id: uuid.UUID
+    role: Literal["user", "assistant"]
+    content: str
+    branch_id: uuid.UUID | None
+    seq: int
+    created_at: datetime
+
+
+class TurnOut(BaseModel):
+    """A turn as the JSON form of POST /messages answers it (the stream carries the same, in parts)."""
+
+    id: uuid.UUID
+    session_id: uuid.UUID
+    status: str
+    user_message_id: uuid.UUID | None
+    assistant_message_id: uuid.UUID | None
+    content: str
+    parts: list[dict[str, Any]]
+    error_code: str | None
+    input_tokens: int
+    output_tokens: int
+    started_at: datetime
+    finished_at: datetime | None
+
+    def part(self, name: str) -> Any:
+        """The data of this turn's `data-<name>` part, if any."""
+        for p in self.parts:
+            if p.get("type") == f"data-{name}":
+                return p.get("data")
+        return None
+
+
+class ChatDetail(BaseModel):
+    session: ChatSessionOut
+    messages: list[ChatMessageOut]
+    last_turn: TurnOut | None

@@ -1,0 +1,728 @@
+"""Chat copilot service: chat sessions, streamed turns with markers and tools, reconnects, approvals, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Final
+
+import anyio
+import httpx
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm.exc import StaleDataError
+
+from deskpilot.chat import effects, prompts
+from deskpilot.chat import stream as frames
+from deskpilot.chat.errors import (
+    CannotSend,
+    ChatSessionNotFound,
+    ImagesNotSupported,
+    MessageEmpty,
+    MessageTooLarge,
+    NothingToResume,
+    ThreadBusy,
+    TurnNotFound,
+)
+from deskpilot.chat.events import CHAT_EVENT_TOOLS, decode_tool_call
+from deskpilot.chat.markers import clean_user_message, parse_reply, visible_prefix
+from deskpilot.chat.models import ChatTurn
+from deskpilot.chat.schemas import (
+    MAX_MESSAGE_CHARS,
+    ChatCreate,
+    ChatDetail,
+    ChatMessageOut,
+    ChatSessionOut,
+    MessageIn,
+    ResumeIn,
+    TurnOut,
+)
+from deskpilot.chat.stream import TurnStream, TurnStreams
+from deskpilot.chat.tools import CHAT_TOOLS, TOOLS_BY_NAME, ToolDeps
+from deskpilot.errors import DeskpilotError
+from deskpilot.knowledge import service as knowledge
+from deskpilot.llm import LLM, CallContext, Message, Purpose, ToolCall, ToolContext
+from deskpilot.pilot import branches as branching
+from deskpilot.pilot import similar
+from deskpilot.pilot.access import Caller, SessionParties, check_access
+from deskpilot.pilot.errors import BranchClosed, BranchNotFound
+from deskpilot.pilot.lifecycle import Action, SessionStatus, transition
+from deskpilot.pilot.models import PilotSession, SessionBranch, SessionMessage
+from deskpilot.pilot.schemas import BranchNode
+from deskpilot.security.crypto import SecretBox
+from deskpilot.storage import Database, utcnow
+
+logger = logging.getLogger(__name__)
+
+CHAT: Final = "chat"
+SUBJECT_TYPE: Final = "chat"
+# A `running` turn older than this that no process is streaming was cut off (crash, kill -9): it is closed.
+STALE_TURN: Final = timedelta(minutes=15)
+TITLE_WAIT_S: Final = 2.0
+SUGGESTED_FLOWS: Final = 3
+SIMILAR_SESSIONS: Final = 3
+TEMPLATES_IN_PROMPT: Final = 10
+HISTORY_MESSAGES: Final = 60
+_MARKUP_CHARS: Final = ("[", "`", "~")
+
+
+@dataclass(frozen=True, slots=True)
+class ChatDeps:
+    """What a chat turn needs beyond the request: the database (turns outlive requests), LLM, streams, PSA."""
+
+    database: Database
+    llm: LLM
+    streams: TurnStreams
+    secrets: SecretBox
+    http_client: httpx.AsyncClient | None = None
+
+
+# --- sessions -----------------------------------------------------------------------------------
+
+
+def _parties(session: PilotSession) -> SessionParties:
+    return SessionParties(
+        owner_id=session.user_id, team_id=session.team_id, status=session.status,
+        escalated_to_id=session.escalated_to_id, picked_up_by_id=session.picked_up_by_id,
+    )
+
+
+async def load_chat(db: AsyncSession, caller: Caller, session_id: uuid.UUID) -> PilotSession:
+    """UC-003: the caller's chat session ("Chat session not found" for anything else in or out of the account)."""
+    session = await db.get(PilotSession, session_id)
+    if session is None or session.kind != CHAT:
+        raise ChatSessionNotFound("Chat session not found")
+    check_access(caller, _parties(session))
+    return session
+
+
+def session_out(session: PilotSession) -> ChatSessionOut:
+    return ChatSessionOut(
+        id=session.id, title=session.title, status=session.status, problem_summary=session.problem_summary,
+        step_count=session.step_count, state_version=session.state_version, is_branching=session.is_branching,
+        active_branch_id=session.active_branch_id, total_input_tokens=session.total_input_tokens,
+        total_output_tokens=session.total_output_tokens, created_at=session.created_at,
+        updated_at=session.updated_at,
+    )
+
+
+def turn_out(turn: ChatTurn) -> TurnOut:
+    return TurnOut(
+        id=turn.id, session_id=turn.session_id, status=turn.status, user_message_id=turn.user_message_id,
+        assistant_message_id=turn.assistant_message_id, content=turn.content, parts=list(turn.parts),
+        error_code=turn.error_code, input_tokens=turn.input_tokens, output_tokens=turn.output_tokens,
+        started_at=turn.started_at, finished_at=turn.finished_at,
+    )
+
+
+async def create_chat(db: AsyncSession, caller: Caller, request: ChatCreate) -> ChatSessionOut:
+    """UC-002: an empty active chat in discovery, titled "New Chat" until the first message names it."""
+    session = PilotSession(
+        id=uuid.uuid4(), account_id=caller.account_id, kind=CHAT, user_id=caller.user_id, team_id=caller.team_id,
+        client_id=request.client_id, status=SessionStatus.ACTIVE, intake_type="free_text", intake={},
+        title=(request.title or "").strip() or "New Chat", confidence_tier="discovery", confidence_score=0.0,
+    )
+    db.add(session)
+    await db.commit()
+    return session_out(session)
+
+
+async def list_chats(db: AsyncSession, caller: Caller, *, limit: int = 50) -> list[ChatSessionOut]:
+    rows = await db.scalars(
+        select(PilotSession)
+        .where(PilotSession.kind == CHAT, PilotSession.user_id == caller.user_id)
+        .order_by(PilotSession.updated_at.desc())
+        .limit(limit)
+    )
+    return [session_out(s) for s in rows]
+
+
+async def _active_branch(db: AsyncSession, session: PilotSession) -> SessionBranch | None:
+    if not session.is_branching or session.active_branch_id is None:
+        return None
+    return await db.get(SessionBranch, session.active_branch_id)
+
+
+async def _conversation(
+    db: AsyncSession, session: PilotSession, branch: SessionBranch | None, *, before_seq: int | None = None
+) -> list[SessionMessage]:
+    stmt = select(SessionMessage).where(branching.history_filter(session.id, branch))
+    if before_seq is not None:
+        stmt = stmt.where(SessionMessage.seq < before_seq)
+    rows = await db.scalars(stmt.order_by(SessionMessage.seq.desc()).limit(HISTORY_MESSAGES))
+    return list(reversed(list(rows)))
+
+
+async def get_chat(db: AsyncSession, caller: Caller, session_id: uuid.UUID) -> ChatDetail:
+    """The session, the active branch's conversation and the last turn (for a page reload mid-stream)."""
+    session = await load_chat(db, caller, session_id)
+    branch = await _active_branch(db, session)
+    messages = [
+        ChatMessageOut(id=m.id, role="user" if m.role == "user" else "assistant", content=m.content,
+                       branch_id=m.branch_id, seq=m.seq, created_at=m.created_at)
+        for m in await _conversation(db, session, branch)
+        if m.role in ("user", "assistant")
+    ]
+    last = await db.scalar(
+        select(ChatTurn).where(ChatTurn.session_id == session.id).order_by(ChatTurn.started_at.desc()).limit(1)
+    )
+    return ChatDetail(session=session_out(session), messages=messages, last_turn=turn_out(last) if last else None)
+
+
+# --- lifecycle ----------------------------------------------------------------------------------
+
+
+async def change_status(db: AsyncSession, caller: Caller, session_id: uuid.UUID, action: Action) -> ChatSessionOut:
+    """Pause, resume, resolve or abandon a chat with the guided sessions' rules (FP-031).
+
+    Resolving marks the active suggested fix successful (UC-021).
+    """
+    session = await load_chat(db, caller, session_id)
+    new_status = transition(session.status, action)
+    if action is Action.RESOLVE:
+        await effects.on_resolve(db, session)
+        session.resolved_at = utcnow()
+    session.status = new_status
+    await db.commit()
+    return session_out(session)
+
+
+# --- branches (UC-022/023) -----------------------------------------------------------------------
+
+
+async def branch_tree(db: AsyncSession, caller: Caller, session_id: uuid.UUID) -> list[BranchNode]:
+    """The chat's branch map (empty until its first fork)."""
+    session = await load_chat(db, caller, session_id)
+    return branching.build_tree(await branching.load_branches(db, session.id), session.active_branch_id)
+
+
+async def _chat_branch(
+    db: AsyncSession, caller: Caller, session_id: uuid.UUID, branch_id: uuid.UUID
+) -> tuple[PilotSession, SessionBranch]:
+    session = await load_chat(db, caller, session_id)
+    branch = await db.get(SessionBranch, branch_id)
+    if branch is None or branch.session_id != session.id:
+        raise BranchNotFound(f"branch {str(branch_id)!r} not found in this chat")
+    return session, branch
+
+
+async def switch_branch(
+    db: AsyncSession, caller: Caller, session_id: uuid.UUID, branch_id: uuid.UUID
+) -> list[BranchNode]:
+    """Continue the chat on another branch; its conversation is its ancestors' up to the fork, then its own."""
+    session, target = await _chat_branch(db, caller, session_id, branch_id)
+    transition(session.status, Action.SWITCH_BRANCH)
+    if target.status in branching.CLOSED_STATUSES:
+        raise BranchClosed(f"Branch {target.label!r} is marked {target.status.replace('_', ' ')}; revive it first")
+    if target.status == "untried":
+        target.status = "active"
+    session.active_branch_id = target.id
+    await db.commit()
+    return branching.build_tree(await branching.load_branches(db, session.id), session.active_branch_id)
+
+
+async def mark_branch(
+    db: AsyncSession, caller: Caller, session_id: uuid.UUID, branch_id: uuid.UUID, status: str
+) -> list[BranchNode]:
+    """Mark a branch a dead end or solved."""
+    session, target = await _chat_branch(db, caller, session_id, branch_id)
+    transition(session.status, Action.MARK_BRANCH)
+    target.status = status
+    await db.commit()
+    return branching.build_tree(await branching.load_branches(db, session.id), session.active_branch_id)
+
+
+async def revive_branch(
+    db: AsyncSession, caller: Caller, session_id: uuid.UUID, branch_id: uuid.UUID, evidence: str
+) -> list[BranchNode]:
+    """Reopen a dead-end branch with new evidence and continue on it; its next prompt carries the evidence."""
+    session, target = await _chat_branch(db, caller, session_id, branch_id)
+    transition(session.status, Action.REVIVE_BRANCH)
+    if target.status != "dead_end":
+        raise BranchClosed(f"Only a dead-end branch can be revived; {target.label!r} is {target.status}")
+    target.status = "revived"
+    target.findings = branching.with_finding(target.findings, f"New evidence: {evidence.strip()}"[:300])
+    session.active_branch_id = target.id
+    await db.commit()
+    return branching.build_tree(await branching.load_branches(db, session.id), session.active_branch_id)
+
+
+# --- turns --------------------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class TurnPlan:
+    """Everything the detached turn task needs; no ORM object crosses from the request into the task."""
+
+    account_id: uuid.UUID
+    session_id: uuid.UUID
+    turn_id: uuid.UUID
+    caller: Caller
+    branch_id: uuid.UUID | None
+    assistant_message_id: uuid.UUID
+    assistant_seq: int
+    text: str
+    first_turn: bool
+    # A resumed turn: the paused reply's tool calls and their results, sent after the conversation.
+    continuation: list[Message] = field(default_factory=list)
+    # The paused reply's seq: a resumed turn's history stops before it.
+    continuation_seq: int = 0
+
+    @property
+    def history_before(self) -> int:
+        # A message turn sends this turn's user message itself (seq just before the assistant's row); a resumed
+        # turn ends its history with the paused reply, which `continuation` repeats with its tool calls.
+        return self.assistant_seq - 1 if not self.continuation else self.continuation_seq
+
+
+def _check_message(message: MessageIn) -> str:
+    text = message.text.strip()
+    if message.images:
+        raise ImagesNotSupported("Images are not supported by deskpilot's model adapters yet; send the text only")
+    if not text:
+        raise MessageEmpty("The message is empty")
+    if len(text) > MAX_MESSAGE_CHARS:
+        raise MessageTooLarge(f"The message is over {MAX_MESSAGE_CHARS:,} characters; attach less of the log")
+    return text
+
+
+async def _check_not_busy(db: AsyncSession, streams: TurnStreams, session_id: uuid.UUID) -> None:
+    """SS-043's THREAD_BUSY unless the running turn was cut off (no process streams it and it is old): closed."""
+    running = await db.scalar(select(ChatTurn).where(ChatTurn.session_id == session_id, ChatTurn.status == "running"))
+    if running is None:
+        return
+    if streams.get(running.id) is None and utcnow() - running.started_at >= STALE_TURN:
+        running.status, running.error_code, running.finished_at = "interrupted", "TURN_ABANDONED", utcnow()
+        await db.flush()
+        return
+    raise ThreadBusy("This chat is still answering the previous message; wait for it to finish")
+
+
+def _new_message(session: PilotSession, branch_id: uuid.UUID | None, role: str, content: str) -> SessionMessage:
+    session.message_seq += 1
+    return SessionMessage(
+        id=uuid.uuid4(), account_id=session.account_id, session_id=session.id, branch_id=branch_id,
+        seq=session.message_seq, role=role, content=content, created_at=utcnow(),
+    )
+
+
+async def _open_turn(
+    db: AsyncSession, session: PilotSession, caller: Caller, *, kind: str, user_text: str | None
+) -> tuple[ChatTurn, SessionMessage | None, SessionMessage]:
+    """Insert the turn, the user's message and the assistant's empty row, and commit them (SS-036 step 5).
+
+    The partial unique index on running turns settles a race between two requests: the loser is THREAD_BUSY.
+    """
+    turn = ChatTurn(
+        id=uuid.uuid4(), account_id=session.account_id, session_id=session.id, user_id=caller.user_id,
+        branch_id=session.active_branch_id, kind=kind, status="running", parts=[], started_at=utcnow(),
+    )
+    user = _new_message(session, turn.branch_id, "user", user_text) if user_text is not None else None
+    assistant = _new_message(session, turn.branch_id, "assistant", "")
+    turn.user_message_id = user.id if user else None
+    turn.assistant_message_id = assistant.id
+    db.add_all([r for r in (turn, user, assistant) if r is not None])
+    try:
+        await db.commit()
+    except (IntegrityError, StaleDataError):
+        await db.rollback()
+        raise ThreadBusy("This chat is still answering the previous message; wait for it to finish") from None
+    return turn, user, assistant
+
+
+async def send_message(
+    db: AsyncSession, deps: ChatDeps, caller: Caller, session_id: uuid.UUID, message: MessageIn
+) -> TurnStream:
+    """Start a turn: the user's message is committed and announced before the model is asked (SS-036).
+
+    The turn then runs detached from the request; read it from the returned stream (or `wait_for_turn`).
+    """
+    text = _check_message(message)
+    session = await load_chat(db, caller, session_id)
+    if session.status not in (SessionStatus.ACTIVE, SessionStatus.PAUSED):
+        raise CannotSend(f"Cannot send messages to a {session.status} session")
+    deps.llm.model_for(Purpose.CHAT)  # no provider for chat: a 503 before anything is stored
+    await _check_not_busy(db, deps.streams, session.id)
+    first_turn = session.step_count == 0
+    if session.status == SessionStatus.PAUSED:
+        session.status = SessionStatus.ACTIVE
+    if first_turn:
+        if session.title in (None, "", "New Chat"):
+            session.title = prompts.fallback_title(text)
+        session.problem_summary = session.problem_summary or prompts.fallback_title(text)[:200]
+    session.step_count += 2  # UC-004: the display count of messages
+    turn, user, assistant = await _open_turn(db, session, caller, kind="message", user_text=clean_user_message(text))
+    assert user is not None
+    stream = deps.streams.open(turn.id)
+    stream.emit(
+        *frames.opening_parts(assistant.id, turn.id),
+        frames.data_part("user-message-id", {"message_id": str(user.id), "turn_id": str(turn.id)}),
+        frames.data_part("assistant-message-id", {"message_id": str(assistant.id), "turn_id": str(turn.id)}),
+        frames.thinking_part(text),
+    )
+    plan = TurnPlan(
+        account_id=session.account_id, session_id=session.id, turn_id=turn.id, caller=caller,
+        branch_id=turn.branch_id, assistant_message_id=assistant.id, assistant_seq=assistant.seq, text=text,
+        first_turn=first_turn,
+    )
+    deps.streams.run(stream, _run_turn(deps, plan, stream))
+    return stream
+
+
+async def wait_for_turn(deps: ChatDeps, stream: TurnStream, account_id: uuid.UUID) -> TurnOut:
+    """The finished turn as stored (the JSON answer of POST /messages)."""
+    async for _ in stream.follow(stream.last_id):
+        pass
+    async with deps.database.session(account_id) as db:
+        turn = await db.get(ChatTurn, stream.turn_id)
+        if turn is None:
+            raise TurnNotFound("The turn is gone")
+        return turn_out(turn)
+
+
+async def turn_frames(
+    db: AsyncSession, deps: ChatDeps, caller: Caller, session_id: uuid.UUID, turn_id: uuid.UUID | None, after: int
+) -> AsyncIterator[str] | None:
+    """A reconnecting client's frames (Last-Event-ID = `after`): the rest of a live turn, or its final state.
+
+    None when the session has no turn at all. A turn running in another process is waited for, then replayed.
+    """
+    session = await load_chat(db, caller, session_id)
+    stmt = select(ChatTurn).where(ChatTurn.session_id == session.id)
+    stmt = stmt.where(ChatTurn.id == turn_id) if turn_id else stmt.order_by(ChatTurn.started_at.desc()).limit(1)
+    turn = await db.scalar(stmt)
+    if turn is None:
+        if turn_id is not None:
+            raise TurnNotFound("No such turn in this chat")
+        return None
+    live = deps.streams.get(turn.id)
+    if live is not None:
+        return live.follow(after)
+    await db.close()
+    return _replay(deps, caller.account_id, turn.id, after)
+
+
+async def _replay(deps: ChatDeps, account_id: uuid.UUID, turn_id: uuid.UUID, after: int) -> AsyncIterator[str]:
+    while True:
+        async with deps.database.session(account_id) as db:
+            turn = await db.get(ChatTurn, turn_id)
+        if turn is None:
+            return
+        if turn.status != "running":
+            break
+        await asyncio.sleep(0.5)
+    error = (turn.error_code, "The turn did not finish") if turn.error_code else None
+    parts = frames.replay_parts(
+        turn.assistant_message_id, turn.id, turn.content, turn.parts, status=turn.status, error=error
+    )
+    # Ids continue after what the client saw, so its Last-Event-ID bookkeeping keeps working; the first part
+    # (`start` with the same message id, then `data-turn-info` with replay) tells it to replace the message.
+    for i, part in enumerate(parts, start=after + 1):
+        yield frames.encode(i, part)
+
+
+# --- running a turn -----------------------------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Outcome:
+    raw: str = ""
+    shown: str = ""
+    text_open: bool = False
+    status: str = "running"
+    error: tuple[str, str] | None = None
+    model: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    parts: list[dict[str, Any]] = field(default_factory=list)
+    tool_calls: tuple[ToolCall, ...] = ()
+    title: str | None = None
+
+
+def _shown(raw: str) -> str:
+    # Plain prose (no bracket, backtick or tilde yet) needs no scan: it is shown as it came.
+    if not any(c in raw for c in _MARKUP_CHARS):
+        return raw.rstrip()
+    return visible_prefix(raw)
+
+
+def _emit_text(stream: TurnStream, outcome: _Outcome) -> None:
+    shown = _shown(outcome.raw)
+    if not shown.startswith(outcome.shown) or len(shown) == len(outcome.shown):
+        return
+    delta = shown[len(outcome.shown):]
+    outcome.shown = shown
+    if not outcome.text_open:
+        outcome.text_open = True
+        stream.emit({"type": "text-start", "id": frames.TEXT_PART_ID})
+    stream.emit({"type": "text-delta", "id": frames.TEXT_PART_ID, "delta": delta})
+
+
+async def _context(
+    deps: ChatDeps, plan: TurnPlan
+) -> tuple[list[Message], list[dict[str, Any]], prompts.SessionFacts]:
+    """Read what the prompt needs (conversation, session state, knowledge) and end the read at once."""
+    async with deps.database.session(plan.account_id) as db:
+        session = await db.get(PilotSession, plan.session_id)
+        if session is None:
+            raise ChatSessionNotFound("Chat session not found")
+        branch = await db.get(SessionBranch, plan.branch_id) if plan.branch_id else None
+        history = [
+            Message.user(m.content) if m.role == "user" else Message.assistant(m.content)
+            for m in await _conversation(db, session, branch, before_seq=plan.history_before)
+            if m.role in ("user", "assistant") and m.content
+        ]
+        state = await effects.session_state(db, session)
+        flows = await knowledge.find_matches(db, plan.account_id, plan.text, session.problem_domain,
+                                             limit=SUGGESTED_FLOWS, team_id=session.team_id)
+        alike = await similar.find_similar(
+            db, account_id=plan.account_id, session_id=session.id, intake={"text": plan.text},
+            problem_summary=None, problem_domain=session.problem_domain, limit=SIMILAR_SESSIONS,
+        )
+        templates = await knowledge.top_templates_for_prompt(db, session.team_id, limit=TEMPLATES_IN_PROMPT)
+        siblings, revival = "", None
+        if branch is not None and session.is_branching:
+            all_branches = await branching.load_branches(db, session.id)
+            siblings = branching.sibling_summary(branching.siblings_for(branch, all_branches))
+            if branch.status == "revived" and branch.findings:
+                revival = branch.findings[-1]
+    snippets = [f"Runbook “{f.name}” (match {f.score:.2f}): {'; '.join(f.reasons)}" for f in flows]
+    snippets += [
+        f"Resolved earlier: {s.problem_summary or 'a similar problem'} — {s.resolution_summary or 'no summary'}"
+        for s in alike
+    ]
+    snippets += [
+        f"Script template `{t.slug}` ({t.language}): {t.name}. {t.description} Parameters: {', '.join(t.parameters)}"
+        for t in templates
+    ]
+    system = prompts.system_prompt(state, snippets, siblings=siblings, revival=revival)
+    suggested = [{"flow_id": str(f.flow_id), "name": f.name, "score": round(f.score, 3)} for f in flows]
+    return [Message.system(system), *history], suggested, state
+
+
+async def _make_title(llm: LLM, plan: TurnPlan) -> str | None:
+    try:
+        result = await llm.text(
+            Purpose.QUICK, prompts.title_prompt(plan.text), account_id=plan.account_id, max_tokens=40,
+            context=CallContext(subject_type=SUBJECT_TYPE, subject_id=plan.session_id),
+        )
+    except DeskpilotError:
+        logger.info("no title for chat %s: the model failed", plan.session_id, exc_info=True)
+        return None
+    return prompts.clean_title(result.value)
+
+
+def _title_ready(task: asyncio.Task[str | None] | None, stream: TurnStream, outcome: _Outcome, plan: TurnPlan) -> None:
+    if task is None or not task.done() or outcome.title is not None or task.cancelled() or task.exception():
+        return
+    title = task.result()
+    if title:
+        outcome.title = title
+        stream.emit(frames.data_part("thread-title-update", {"threadId": str(plan.session_id), "title": title}))
+
+
+async def _run_turn(deps: ChatDeps, plan: TurnPlan, stream: TurnStream) -> None:
+    """The turn task: context, streamed model reply, markers and tools, then the shielded finalize (SS-040)."""
+    outcome = _Outcome()
+    title_task: asyncio.Task[str | None] | None = None
+    try:
+        messages, suggested, _ = await _context(deps, plan)
+        if suggested:
+            stream.emit(frames.data_part("suggested-flows", suggested))
+        if plan.first_turn:
+            title_task = asyncio.create_task(_make_title(deps.llm, plan))
+        messages += [Message.user(plan.text)] if not plan.continuation else plan.continuation
+        context = CallContext(
+            subject_type=SUBJECT_TYPE, subject_id=plan.session_id,
+            thread=str(plan.branch_id) if plan.branch_id else None,
+        )
+        async with deps.llm.stream(
+            Purpose.CHAT, messages, account_id=plan.account_id, context=context,
+            tools=(*CHAT_TOOLS, *CHAT_EVENT_TOOLS),
+        ) as reply:
+            async for delta in reply:
+                outcome.raw += delta
+                _emit_text(stream, outcome)
+                _title_ready(title_task, stream, outcome, plan)
+        result = reply.result
+        outcome.model = result.usage.model
+        outcome.input_tokens, outcome.output_tokens = result.usage.input_tokens, result.usage.output_tokens
+        outcome.tool_calls = result.tool_calls
+        outcome.status = "complete"
+        if title_task is not None:
+            await asyncio.wait({title_task}, timeout=TITLE_WAIT_S)
+            _title_ready(title_task, stream, outcome, plan)
+    except asyncio.CancelledError:
+        outcome.status = "interrupted"
+        outcome.error = ("TURN_CANCELLED", "The server stopped during this turn; the reply so far is kept")
+        raise
+    except DeskpilotError as e:
+        outcome.status = "failed"
+        outcome.error = (e.code, str(e))
+    except Exception:
+        logger.exception("chat turn %s failed", plan.turn_id)
+        outcome.status = "failed"
+        outcome.error = ("SERVER_ERROR", "The turn failed on the server; the message is kept, send it again")
+    finally:
+        if title_task is not None and not title_task.done():
+            title_task.cancel()
+        with anyio.CancelScope(shield=True):
+            await _finalize(deps, plan, stream, outcome)
+
+
+async def _finalize(deps: ChatDeps, plan: TurnPlan, stream: TurnStream, outcome: _Outcome) -> None:
+    """Store the turn whatever happened, then end the stream. Never raises (SS-040)."""
+    try:
+        async with deps.database.session(plan.account_id) as db:
+            await _store(db, deps, plan, outcome)
+    except Exception:
+        logger.exception("could not store chat turn %s", plan.turn_id)
+        outcome.error = outcome.error or ("SERVER_ERROR", "The reply could not be stored")
+        outcome.status = "failed" if outcome.status == "complete" else outcome.status
+    if outcome.text_open:
+        stream.emit({"type": "text-end", "id": frames.TEXT_PART_ID})
+    stream.emit(*outcome.parts)
+    if outcome.error is not None:
+        stream.emit(frames.error_part(*outcome.error))
+    stream.emit(*frames.closing_parts(interrupted=outcome.status == "awaiting_approval"))
+
+
+async def _store(db: AsyncSession, deps: ChatDeps, plan: TurnPlan, outcome: _Outcome) -> None:
+    session = await db.get(PilotSession, plan.session_id)
+    turn = await db.get(ChatTurn, plan.turn_id)
+    assistant = await db.get(SessionMessage, plan.assistant_message_id)
+    if session is None or turn is None or assistant is None:
+        return
+    if outcome.status == "complete":
+        parsed = parse_reply(outcome.raw)
+        logger.info("chat turn %s markers %s", plan.turn_id, parsed.summary(len(outcome.raw)))  # UC-014
+        shown = parsed.visible
+        events = list(parsed.events)
+        actions: list[ToolCall] = []
+        for call in outcome.tool_calls:
+            if call.name in TOOLS_BY_NAME:
+                actions.append(call)
+                continue
+            decoded = decode_tool_call(call)
+            if decoded.event is not None:
+                events.append(decoded.event)
+        if shown != outcome.shown:
+            outcome.parts.append(frames.data_part("message-final", {"text": shown}))
+        try:
+            async with db.begin_nested():
+                outcome.parts += await effects.apply(db, session, events, assistant, turn)
+        except Exception:
+            # UC-017: a failed side effect never aborts the turn; the reply is still stored.
+            logger.exception("chat turn %s: applying the reply's markers failed", plan.turn_id)
+        if actions:
+            part, pause = await effects.request_approvals(db, session, plan.caller, turn, actions)
+            outcome.parts.append(part)
+            if pause:
+                outcome.status = "awaiting_approval"
+        assistant.content = shown
+    else:
+        assistant.content = parse_reply(outcome.raw).visible if outcome.raw else ""
+    usage = {"input_tokens": outcome.input_tokens, "output_tokens": outcome.output_tokens, "model": outcome.model}
+    outcome.parts.append(frames.data_part("token-usage", usage))
+    if outcome.title:
+        session.title = outcome.title
+    session.total_input_tokens += outcome.input_tokens
+    session.total_output_tokens += outcome.output_tokens
+    turn.status = outcome.status if outcome.status != "running" else "interrupted"
+    turn.content = assistant.content
+    turn.parts = outcome.parts
+    turn.model = outcome.model
+    turn.input_tokens, turn.output_tokens = outcome.input_tokens, outcome.output_tokens
+    turn.error_code = outcome.error[0] if outcome.error else None
+    turn.finished_at = utcnow()
+    await db.commit()
+
+
+# --- approvals: resuming a paused turn ----------------------------------------------------------
+
+
+def arguments_digest(arguments: str) -> str:
+    return hashlib.sha256(arguments.encode()).hexdigest()
+
+
+async def session_kind(db: AsyncSession, session_id: uuid.UUID) -> str | None:
+    """Guided or chat (None when the account has no such session): routes shared by both kinds dispatch on it."""
+    return await db.scalar(select(PilotSession.kind).where(PilotSession.id == session_id))
+
+
+async def resume(
+    db: AsyncSession, deps: ChatDeps, caller: Caller, session_id: uuid.UUID, request: ResumeIn
+) -> TurnStream | None:
+    """Resume a chat: continue a turn paused for approval (its stream), or wake a paused chat (None)."""
+    session = await load_chat(db, caller, session_id)
+    stmt = select(ChatTurn).where(ChatTurn.session_id == session.id, ChatTurn.status == "awaiting_approval")
+    if request.turn_id is not None:
+        stmt = stmt.where(ChatTurn.id == request.turn_id)
+    paused = await db.scalar(stmt.order_by(ChatTurn.started_at.desc()).limit(1))
+    if paused is None:
+        if request.turn_id is None and not request.decisions and session.status == SessionStatus.PAUSED:
+            await change_status(db, caller, session_id, Action.RESUME)
+            return None
+        raise NothingToResume("This chat has no turn waiting for approval")
+    return await _resume_turn(db, deps, caller, session, paused, request)
+
+
+async def _resume_turn(
+    db: AsyncSession, deps: ChatDeps, caller: Caller, session: PilotSession, paused: ChatTurn, request: ResumeIn
+) -> TurnStream:
+    """SS-042: apply the human's decisions to a paused turn, run only approved calls, continue in a new turn."""
+    # Claim the paused turn first: a second resume of the same turn finds nothing to do (never runs twice).
+    claimed = await db.execute(
+        update(ChatTurn)
+        .where(
+            ChatTurn.id == paused.id,
+            ChatTurn.status == "awaiting_approval",
+            ChatTurn.account_id == session.account_id,
+        )
+        .values(status="complete")
+        .execution_options(synchronize_session=False)
+    )
+    if getattr(claimed, "rowcount", 0) != 1:
+        await db.rollback()
+        raise NothingToResume("This turn was already resumed")
+    tool_deps = ToolDeps(db=db, secrets=deps.secrets, session_id=session.id, http_client=deps.http_client)
+    continuation = await effects.run_decisions(db, session, caller, paused, request.decisions, tool_deps)
+    turn, _, assistant = await _open_turn(db, session, caller, kind="resume", user_text=None)
+    stream = deps.streams.open(turn.id)
+    stream.emit(
+        *frames.opening_parts(assistant.id, turn.id),
+        frames.data_part("assistant-message-id", {"message_id": str(assistant.id), "turn_id": str(turn.id)}),
+    )
+    paused_reply = await db.get(SessionMessage, paused.assistant_message_id) if paused.assistant_message_id else None
+    plan = TurnPlan(
+        account_id=session.account_id, session_id=session.id, turn_id=turn.id, caller=caller,
+        branch_id=turn.branch_id, assistant_message_id=assistant.id, assistant_seq=assistant.seq,
+        text=_last_user_text(await _conversation(db, session, await _active_branch(db, session))),
+        first_turn=False, continuation=continuation,
+        continuation_seq=paused_reply.seq if paused_reply is not None else assistant.seq,
+    )
+    deps.streams.run(stream, _run_turn(deps, plan, stream))
+    return stream
+
+
+def _last_user_text(messages: Sequence[SessionMessage]) -> str:
+    return next((m.content for m in reversed(messages) if m.role == "user"), "")
+
+
+def tool_context(deps: ToolDeps, account_id: uuid.UUID, call: ToolCall) -> ToolContext[object]:
+    return ToolContext(deps=deps, account_id=account_id, call=call, step=1)
+
+
+def call_arguments(call: ToolCall) -> dict[str, Any]:
+    try:
+        value = json.loads(call.arguments or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}

@@ -1,0 +1,912 @@
+// deskpilot Chat page: sends messages, reads the reply as an AI SDK UI message stream (fetch + a small SSE
+// parser that remembers the last event id), and keeps the task lane, "What we know", the suggested fix, branches,
+// suggested runbooks and approval cards up to date from the stream's data parts.
+// Model text is only ever set with textContent: nothing the model writes becomes markup.
+(function () {
+  "use strict";
+
+  var root = document.getElementById("chat");
+  if (!root || !window.fetch || !window.TextDecoder) return;
+
+  var API = "/api/v1";
+  var sid = root.getAttribute("data-session");
+  var csrf = root.getAttribute("data-csrf");
+  var canWork = root.getAttribute("data-can-work") === "true";
+  var isOpen = root.getAttribute("data-open") === "true";
+  var state;
+  try { state = JSON.parse(root.getAttribute("data-state") || "{}"); } catch (e) { state = {}; }
+  state.facts = state.facts || [];
+  state.branches = state.branches || [];
+
+  function $(id) { return document.getElementById(id); }
+  var els = {
+    title: $("chat-title"), usage: $("chat-usage"), model: $("chat-model"), busy: $("chat-busy"),
+    flows: $("chat-flows"), error: $("chat-error"), fork: $("chat-fork"), messages: $("chat-messages"),
+    empty: $("chat-empty"), approvals: $("chat-approvals"), fix: $("chat-fix"), composer: $("chat-composer"),
+    input: $("chat-input"), send: $("chat-send"), lane: $("chat-lane"), factList: $("chat-fact-list"),
+    factsEmpty: $("chat-facts-empty"), noteForm: $("chat-note-form"), branches: $("chat-branches"),
+    branchList: $("chat-branch-list")
+  };
+
+  var FACT_SOURCES = {
+    user_note: "User note", question: "From question", diagnostic_check: "Diagnostic check",
+    ai_synthesis: "AI synthesis"
+  };
+  var FIX_STATUS = {
+    proposed: "Proposed", applied_pending: "Verifying", applied_success: "Worked",
+    applied_partial: "Partly worked", applied_failure: "Didn't work", dismissed: "Dismissed"
+  };
+  var PROPOSAL_TEXT = {
+    success: "AI thinks it worked — confirm?", partial: "AI thinks it partly worked — confirm?",
+    failure: "AI thinks it didn't work — confirm?"
+  };
+  var ITEM_STATUS = { pending: "To do", done: "Done", skipped: "Skipped" };
+
+  // --- small helpers ----------------------------------------------------------------------------------
+
+  function el(tag, className, text) {
+    var node = document.createElement(tag);
+    if (className) node.className = className;
+    if (text !== undefined && text !== null) node.textContent = String(text);
+    return node;
+  }
+
+  function button(label, className, onClick, ariaLabel) {
+    var b = el("button", "btn btn-small " + (className || "btn-secondary"), label);
+    b.type = "button";
+    if (ariaLabel) b.setAttribute("aria-label", ariaLabel);
+    b.addEventListener("click", onClick);
+    return b;
+  }
+
+  function clear(node) { while (node.firstChild) node.removeChild(node.firstChild); }
+
+  function problem(response) {
+    return response.json().catch(function () { return {}; }).then(function (body) {
+      var error = new Error(body.detail || body.title || "The request failed (" + response.status + ").");
+      error.code = body.code;
+      error.status = response.status;
+      return error;
+    });
+  }
+
+  function api(method, path, body) {
+    var init = { method: method, credentials: "same-origin", headers: { "Accept": "application/json", "X-CSRF-Token": csrf } };
+    if (body !== undefined) {
+      init.headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(body);
+    }
+    return fetch(API + path, init).then(function (response) {
+      if (!response.ok) return problem(response).then(function (error) { throw error; });
+      return response.status === 204 ? null : response.json();
+    });
+  }
+
+  function showError(text) {
+    els.error.textContent = text;
+    els.error.hidden = false;
+  }
+
+  function clearError() {
+    els.error.textContent = "";
+    els.error.hidden = true;
+  }
+
+  function failed(error) {
+    showError(error && error.message ? error.message : "Something went wrong; try again.");
+  }
+
+  // --- reply text: prose with its line breaks, fenced code as <pre> (web/routes/chat.py splits it alike) --
+
+  function segments(text) {
+    var out = [], prose = [], code = null;
+    function pushProse() {
+      var joined = prose.join("\n");
+      if (joined.trim()) out.push({ kind: "text", text: joined.replace(/^\n+|\n+$/g, "") });
+      prose = [];
+    }
+    (text || "").split("\n").forEach(function (line) {
+      if (/^\s*```/.test(line)) {
+        if (code === null) { pushProse(); code = []; } else { out.push({ kind: "code", text: code.join("\n") }); code = null; }
+        return;
+      }
+      (code === null ? prose : code).push(line);
+    });
+    if (code !== null) out.push({ kind: "code", text: code.join("\n") }); else pushProse();
+    return out;
+  }
+
+  function renderText(body, text) {
+    clear(body);
+    segments(text).forEach(function (segment) {
+      if (segment.kind === "code") {
+        var pre = el("pre", "code");
+        pre.appendChild(el("code", null, segment.text));
+        body.appendChild(pre);
+      } else {
+        body.appendChild(el("p", "chat-text", segment.text));
+      }
+    });
+  }
+
+  // --- transcript -------------------------------------------------------------------------------------
+
+  function findMessage(id) {
+    if (!id) return null;
+    var items = els.messages.querySelectorAll("[data-message-id]");
+    for (var i = 0; i < items.length; i++) if (items[i].getAttribute("data-message-id") === id) return items[i];
+    return null;
+  }
+
+  function addMessage(role, id, text) {
+    if (els.empty) { els.empty.remove(); els.empty = null; }
+    var item = el("li", "chat-msg chat-" + role);
+    if (id) item.setAttribute("data-message-id", id);
+    item.appendChild(el("span", "chat-who", role === "user" ? "You" : "Copilot"));
+    var body = el("div", "chat-body");
+    item.appendChild(body);
+    renderText(body, text || "");
+    els.messages.appendChild(item);
+    item.scrollIntoView({ block: "nearest" });
+    return item;
+  }
+
+  // --- the turn being streamed --------------------------------------------------------------------------
+
+  var turn = { busy: false, lastId: 0, turnId: null, bubble: null, text: "", done: false, retries: 0,
+               pendingUser: null, frame: 0 };
+
+  function setBusy(busy) {
+    turn.busy = busy;
+    els.busy.classList.toggle("is-busy", busy);
+    root.setAttribute("data-busy", busy ? "true" : "false");
+    if (els.input) els.input.disabled = busy || !isOpen;
+    if (els.send) els.send.disabled = busy || !isOpen;
+  }
+
+  function paint() {
+    turn.frame = 0;
+    if (!turn.bubble) return;
+    renderText(turn.bubble.querySelector(".chat-body"), turn.text);
+    turn.bubble.scrollIntoView({ block: "nearest" });
+  }
+
+  function schedulePaint() {
+    if (!turn.frame) turn.frame = window.requestAnimationFrame(paint);
+  }
+
+  function bubbleFor(messageId) {
+    var bubble = findMessage(messageId) || addMessage("assistant", messageId, "");
+    bubble.classList.add("is-streaming");
+    return bubble;
+  }
+
+  function handlePart(part) {
+    var data = part.data;
+    switch (part.type) {
+      case "start":
+        // A (re)started message: a live stream from event 0 or a replay of the finished turn tells it whole.
+        turn.bubble = bubbleFor(part.messageId);
+        turn.text = "";
+        paint();
+        break;
+      case "data-turn-info":
+        turn.turnId = data.chat_turn_id || turn.turnId;
+        break;
+      case "data-user-message-id":
+        if (turn.pendingUser) { turn.pendingUser.setAttribute("data-message-id", data.message_id); turn.pendingUser = null; }
+        break;
+      case "data-assistant-message-id":
+        if (!turn.bubble) turn.bubble = bubbleFor(data.message_id);
+        else turn.bubble.setAttribute("data-message-id", data.message_id);
+        break;
+      case "text-delta":
+        if (!turn.bubble) turn.bubble = bubbleFor(null);
+        turn.text += part.delta || "";
+        schedulePaint();
+        break;
+      case "text-end":
+        paint();
+        break;
+      case "data-message-final":
+        turn.text = data.text || "";
+        paint();
+        break;
+      case "data-suggested-flows": renderFlows(data || []); break;
+      case "data-task-lane": state.lane = laneOf(data); renderLane(); break;
+      case "data-facts": mergeFacts(data); renderFacts(); break;
+      case "data-suggested-fix": setFix(data); break;
+      case "data-fix-outcome-proposal":
+      case "data-fix-outcome": applyProposal(data); break;
+      case "data-fork": applyFork(data); break;
+      case "data-thread-title-update": setTitle(data.title); break;
+      case "data-interrupt-request": renderInterrupt(data); break;
+      case "data-token-usage": addUsage(data); break;
+      case "error": showError(part.errorText || "The reply failed."); break;
+      default: break;
+    }
+  }
+
+  function onData(data) {
+    if (data === "[DONE]") { turn.done = true; return; }
+    var part;
+    try { part = JSON.parse(data); } catch (e) { return; }
+    if (part && typeof part === "object") handlePart(part);
+  }
+
+  // Server-sent events over fetch: frames are separated by a blank line; `id:` is remembered for reconnects.
+  function readStream(response) {
+    var reader = response.body.getReader();
+    var decoder = new TextDecoder();
+    var buffer = "";
+    function block(text) {
+      var id = null, lines = [];
+      text.split("\n").forEach(function (line) {
+        if (!line || line.charAt(0) === ":") return;
+        var colon = line.indexOf(":");
+        var field = colon < 0 ? line : line.slice(0, colon);
+        var value = colon < 0 ? "" : line.slice(colon + 1);
+        if (value.charAt(0) === " ") value = value.slice(1);
+        if (field === "id") id = value;
+        else if (field === "data") lines.push(value);
+      });
+      if (id !== null && /^\d+$/.test(id)) turn.lastId = parseInt(id, 10);
+      if (lines.length) onData(lines.join("\n"));
+    }
+    function drain(final) {
+      buffer = buffer.replace(/\r\n?/g, "\n");
+      var at;
+      while ((at = buffer.indexOf("\n\n")) >= 0) {
+        var text = buffer.slice(0, at);
+        buffer = buffer.slice(at + 2);
+        block(text);
+      }
+      if (final && buffer.trim()) { block(buffer); buffer = ""; }
+    }
+    function pump() {
+      return reader.read().then(function (chunk) {
+        if (chunk.done) { buffer += decoder.decode(); drain(true); return; }
+        buffer += decoder.decode(chunk.value, { stream: true });
+        drain(false);
+        return pump();
+      });
+    }
+    return pump();
+  }
+
+  function finishTurn() {
+    if (turn.frame) { window.cancelAnimationFrame(turn.frame); paint(); }
+    if (turn.bubble) turn.bubble.classList.remove("is-streaming");
+    turn.bubble = null;
+    setBusy(false);
+    refreshPanels();
+    if (els.input && !els.input.disabled) els.input.focus();
+  }
+
+  function consume(response) {
+    turn.done = false;
+    return readStream(response).then(afterStream, afterStream);
+  }
+
+  function afterStream() {
+    // The connection ended before [DONE] (a proxy, a network blip): pick the turn up where it stopped.
+    if (!turn.done && turn.turnId && turn.retries < 3) {
+      turn.retries += 1;
+      return new Promise(function (resolve) { window.setTimeout(resolve, 400 * turn.retries); })
+        .then(function () { return follow(turn.turnId, turn.lastId); });
+    }
+    finishTurn();
+  }
+
+  function follow(turnId, after) {
+    setBusy(true);
+    var url = API + "/sessions/" + sid + "/stream" + (turnId ? "?turn_id=" + encodeURIComponent(turnId) : "");
+    return fetch(url, {
+      credentials: "same-origin", headers: { "Accept": "text/event-stream", "Last-Event-ID": String(after) }
+    }).then(function (response) {
+      if (response.status === 204) { finishTurn(); return; }
+      if (!response.ok) return problem(response).then(function (error) { finishTurn(); failed(error); });
+      return consume(response);
+    }, function () { afterStream(); });
+  }
+
+  function stream(path, body, onRefused) {
+    clearError();
+    setBusy(true);
+    turn.lastId = 0;
+    turn.turnId = null;
+    turn.retries = 0;
+    return fetch(API + path, {
+      method: "POST", credentials: "same-origin", body: JSON.stringify(body),
+      headers: { "Accept": "text/event-stream", "Content-Type": "application/json", "X-CSRF-Token": csrf }
+    }).then(function (response) {
+      if (response.ok) return consume(response);
+      return problem(response).then(function (error) {
+        setBusy(false);
+        if (onRefused) onRefused(error);
+        failed(error);
+        // Another turn is still answering (another tab, a reload): show that one as it finishes.
+        if (error.code === "THREAD_BUSY") follow(null, 0);
+      });
+    }, function () {
+      setBusy(false);
+      if (onRefused) onRefused(null);
+      showError("The server could not be reached; nothing was sent.");
+    });
+  }
+
+  function send(text) {
+    var user = addMessage("user", null, text);
+    turn.pendingUser = user;
+    els.input.value = "";
+    return stream("/sessions/" + sid + "/messages", { text: text }, function () {
+      user.remove();
+      turn.pendingUser = null;
+      if (!els.input.value) els.input.value = text;
+    });
+  }
+
+  if (els.composer && els.input) {
+    els.composer.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var text = els.input.value.trim();
+      if (!text || turn.busy || !isOpen) return;
+      send(text);
+    });
+    els.input.addEventListener("keydown", function (event) {
+      if (event.key !== "Enter" || event.shiftKey || event.isComposing) return;
+      event.preventDefault();
+      if (typeof els.composer.requestSubmit === "function") els.composer.requestSubmit();
+      else els.composer.dispatchEvent(new Event("submit", { cancelable: true }));
+    });
+  }
+
+  // --- header: title, usage, suggested runbooks ----------------------------------------------------------
+
+  function setTitle(title) {
+    if (!title) return;
+    els.title.textContent = title;
+    var rest = document.title.indexOf(" · Chat");
+    document.title = title + (rest >= 0 ? document.title.slice(rest) : "");
+  }
+
+  function addUsage(usage) {
+    if (!usage) return;
+    var input = parseInt(els.usage.getAttribute("data-input"), 10) + (usage.input_tokens || 0);
+    var output = parseInt(els.usage.getAttribute("data-output"), 10) + (usage.output_tokens || 0);
+    els.usage.setAttribute("data-input", String(input));
+    els.usage.setAttribute("data-output", String(output));
+    els.usage.textContent = input.toLocaleString("en") + " in · " + output.toLocaleString("en") + " out";
+    showModel(usage);
+  }
+
+  function showModel(usage) {
+    if (usage && usage.model) els.model.textContent = "Model: " + usage.model;
+  }
+
+  function renderFlows(flows) {
+    clear(els.flows);
+    els.flows.hidden = !flows.length;
+    if (!flows.length) return;
+    els.flows.appendChild(el("span", "meta-label", "Runbooks"));
+    flows.forEach(function (flow) {
+      var chip = el("a", "chip chip-flow");
+      chip.href = "/knowledge/flows/" + encodeURIComponent(flow.flow_id);
+      chip.appendChild(el("span", null, flow.name));
+      if (typeof flow.score === "number") chip.appendChild(el("span", "chip-score", Math.round(flow.score * 100) + "% match"));
+      els.flows.appendChild(chip);
+    });
+  }
+
+  // --- task lane -------------------------------------------------------------------------------------
+
+  // The lane itself ({questions, actions}), or null; a part may also carry it as GET /task-lane does ({lane}).
+  function laneOf(data) {
+    if (data && !data.questions && !data.actions && "lane" in data) return data.lane;
+    return data || null;
+  }
+
+  function laneItem(kind, item) {
+    var status = item.status || "pending";
+    var li = el("li", "lane-item lane-" + status);
+    li.setAttribute("data-item-id", item.id);
+    var head = el("div", "lane-head");
+    var title = kind === "question" ? item.text : item.label;
+    head.appendChild(el("span", "lane-text", title));
+    if (status !== "pending") head.appendChild(el("span", "pill " + (status === "done" ? "pill-ok" : "pill-quiet"), ITEM_STATUS[status]));
+    li.appendChild(head);
+    if (kind === "question" && item.context) li.appendChild(el("p", "lane-context muted small", item.context));
+    if (kind === "action" && item.description) li.appendChild(el("p", "lane-context muted small", item.description));
+    if (kind === "action" && item.command) {
+      var pre = el("pre", "code small-code");
+      pre.appendChild(el("code", null, item.command));
+      li.appendChild(pre);
+    }
+    var note = kind === "question" ? item.answer : item.result;
+    if (note) li.appendChild(el("p", "lane-note small", (kind === "question" ? "Answer: " : "Result: ") + note));
+    if (!canWork || !isOpen) return li;
+    var actions = el("div", "lane-actions");
+    if (status === "pending") {
+      var input = el("input", "lane-input");
+      input.type = "text";
+      input.setAttribute("aria-label", (kind === "question" ? "Answer to: " : "Result of: ") + title);
+      input.placeholder = kind === "question" ? "Answer (optional)" : "Result (optional)";
+      li.appendChild(input);
+      actions.appendChild(button(kind === "question" ? "Answered" : "Done", "btn-ok", function () {
+        updateItem(item.id, "done", input.value.trim());
+      }, "Check: " + title));
+      actions.appendChild(button("Skip", "btn-quiet", function () { updateItem(item.id, "skipped", ""); }, "Skip: " + title));
+    } else {
+      actions.appendChild(button("Undo", "btn-quiet", function () { updateItem(item.id, "pending", ""); }, "Undo: " + title));
+    }
+    li.appendChild(actions);
+    return li;
+  }
+
+  function renderLane() {
+    var body = els.lane.querySelector(".chat-lane-body");
+    clear(body);
+    var lane = state.lane;
+    var questions = (lane && lane.questions) || [], actions = (lane && lane.actions) || [];
+    if (!questions.length && !actions.length) {
+      body.appendChild(el("p", "muted small", "Questions and checks the copilot suggests appear here."));
+      return;
+    }
+    [["question", "Questions", questions], ["action", "Checks to run", actions]].forEach(function (group) {
+      if (!group[2].length) return;
+      body.appendChild(el("h3", "lane-group", group[1]));
+      var list = el("ul", "lane-list lane-" + group[0] + "s");
+      group[2].forEach(function (item) { list.appendChild(laneItem(group[0], item)); });
+      body.appendChild(list);
+    });
+  }
+
+  function updateItem(itemId, status, note) {
+    var body = { status: status };
+    if (note) body.note = note;
+    api("PATCH", "/sessions/" + sid + "/task-lane/items/" + itemId, body).then(function (result) {
+      if (result && "lane" in result) { state.lane = laneOf(result); renderLane(); } else loadLane();
+      loadFacts();
+    }, failed);
+  }
+
+  function loadLane() {
+    return api("GET", "/sessions/" + sid + "/task-lane").then(function (result) {
+      if (result && "lane" in result) { state.lane = laneOf(result); renderLane(); }
+    }, function () { /* not served (yet): the stream's parts keep the lane */ });
+  }
+
+  // --- "What we know" ---------------------------------------------------------------------------------
+
+  function factsOf(data) {
+    if (!data) return [];
+    if (Array.isArray(data)) return data;
+    if (Array.isArray(data.facts)) return data.facts;
+    if (data.fact) return [data.fact];
+    if (data.id) return [data];
+    return [];
+  }
+
+  function mergeFacts(data) {
+    factsOf(data).forEach(function (fact) {
+      if (!fact || !fact.id) return;
+      var at = state.facts.findIndex(function (f) { return f.id === fact.id; });
+      if (fact.deleted_at) { if (at >= 0) state.facts.splice(at, 1); return; }
+      if (at >= 0) state.facts[at] = fact; else state.facts.push(fact);
+    });
+  }
+
+  function factItem(fact) {
+    var li = el("li", "chat-fact");
+    li.setAttribute("data-fact-id", fact.id);
+    var head = el("div", "chat-fact-head");
+    head.appendChild(el("span", "pill pill-source-" + fact.source_type, FACT_SOURCES[fact.source_type] || fact.source_type));
+    if (fact.summary) head.appendChild(el("strong", "chat-fact-summary", fact.summary));
+    li.appendChild(head);
+    var text = el("p", "chat-fact-text", fact.text);
+    li.appendChild(text);
+    if (!canWork || !isOpen) return li;
+    var actions = el("div", "lane-actions");
+    var editable = fact.editable !== false;
+    if (editable) {
+      actions.appendChild(button("Edit", "btn-quiet", function () { editFact(li, fact); }, "Edit: " + fact.text));
+    }
+    actions.appendChild(button("Delete", "btn-danger-quiet", function () {
+      api("DELETE", "/sessions/" + sid + "/facts/" + fact.id).then(function () {
+        state.facts = state.facts.filter(function (f) { return f.id !== fact.id; });
+        renderFacts();
+      }, failed);
+    }, "Delete: " + fact.text));
+    li.appendChild(actions);
+    return li;
+  }
+
+  function editFact(li, fact) {
+    var form = el("form", "stack chat-fact-edit");
+    var area = el("textarea");
+    area.rows = 2;
+    area.value = fact.text;
+    area.setAttribute("aria-label", "Fact text");
+    form.appendChild(area);
+    var row = el("div", "lane-actions");
+    var save = el("button", "btn btn-small btn-primary", "Save");
+    save.type = "submit";
+    row.appendChild(save);
+    row.appendChild(button("Cancel", "btn-quiet", function () { renderFacts(); }));
+    form.appendChild(row);
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var text = area.value.trim();
+      if (!text) return;
+      api("PATCH", "/sessions/" + sid + "/facts/" + fact.id, { text: text }).then(function (result) {
+        mergeFacts(result && result.fact ? result.fact : Object.assign({}, fact, { text: text }));
+        renderFacts();
+      }, failed);
+    });
+    li.replaceChildren(form);
+    area.focus();
+  }
+
+  function renderFacts() {
+    clear(els.factList);
+    state.facts.forEach(function (fact) { els.factList.appendChild(factItem(fact)); });
+    els.factsEmpty.hidden = state.facts.length > 0;
+  }
+
+  function loadFacts() {
+    return api("GET", "/sessions/" + sid + "/facts").then(function (result) {
+      if (result && Array.isArray(result.facts)) { state.facts = result.facts; renderFacts(); }
+    }, function () { /* not served (yet): the stream's parts keep the list */ });
+  }
+
+  if (els.noteForm) {
+    els.noteForm.addEventListener("submit", function (event) {
+      event.preventDefault();
+      var area = els.noteForm.querySelector("textarea");
+      var text = area.value.trim();
+      if (!text) return;
+      api("POST", "/sessions/" + sid + "/facts", { text: text }).then(function (result) {
+        area.value = "";
+        mergeFacts(result);
+        renderFacts();
+      }, failed);
+    });
+  }
+
+  // --- suggested fix ------------------------------------------------------------------------------------
+
+  function fixOf(data) {
+    if (!data) return null;
+    if (data.fix) return data.fix;
+    if ("active" in data && !data.id) return data.active;
+    return data.id ? data : null;
+  }
+
+  function setFix(data) {
+    var fix = fixOf(data);
+    if (fix) { state.fix = fix; renderFix(); }
+  }
+
+  function applyProposal(data) {
+    var fix = fixOf(data);
+    if (fix && fix.ai_outcome_proposal) { setFix(fix); return; }
+    if (!state.fix || !data || !data.outcome) return;
+    if (data.fix_id && data.fix_id !== state.fix.id) return;
+    state.fix.ai_outcome_proposal = { outcome: data.outcome, reason: data.reason || "", resolution: "open" };
+    renderFix();
+  }
+
+  function outcome(body) {
+    api("PATCH", "/sessions/" + sid + "/suggested-fixes/" + state.fix.id + "/outcome", body).then(function (result) {
+      if (result && result.fix) setFix(result.fix); else loadFix();
+    }, failed);
+  }
+
+  function noteForm(label, submitLabel, onSave) {
+    var form = el("form", "fix-note-form");
+    var id = "fix-note-" + Math.random().toString(36).slice(2);
+    var lab = el("label", null, label);
+    lab.setAttribute("for", id);
+    var input = el("input");
+    input.type = "text";
+    input.id = id;
+    input.required = true;
+    form.appendChild(lab);
+    form.appendChild(input);
+    var save = el("button", "btn btn-small btn-primary", submitLabel);
+    save.type = "submit";
+    form.appendChild(save);
+    form.addEventListener("submit", function (event) {
+      event.preventDefault();
+      if (input.value.trim()) onSave(input.value.trim());
+    });
+    return form;
+  }
+
+  function outcomeButtons(box, title) {
+    var row = el("div", "lane-actions fix-actions");
+    var extra = el("div", "fix-extra");
+    function ask(label, submitLabel, field, status) {
+      clear(extra);
+      var form = noteForm(label, submitLabel, function (value) {
+        var body = { status: status };
+        body[field] = value;
+        outcome(body);
+      });
+      extra.appendChild(form);
+      form.querySelector("input").focus();
+    }
+    row.appendChild(button("Worked", "btn-ok", function () { outcome({ status: "applied_success" }); }, "Worked: " + title));
+    row.appendChild(button("Partly", "btn-secondary", function () {
+      ask("What is still not working?", "Save", "partial_notes", "applied_partial");
+    }, "Partly worked: " + title));
+    row.appendChild(button("Didn't work", "btn-danger-quiet", function () {
+      ask("What happened?", "Save", "failure_reason", "applied_failure");
+    }, "Didn't work: " + title));
+    if (state.fix.status === "proposed") {
+      row.appendChild(button("Dismiss", "btn-quiet", function () { outcome({ status: "dismissed" }); }, "Dismiss: " + title));
+    }
+    box.appendChild(row);
+    box.appendChild(extra);
+  }
+
+  function renderFix() {
+    var fix = state.fix;
+    clear(els.fix);
+    els.fix.hidden = !fix;
+    if (!fix) return;
+    var status = fix.status || "proposed";
+    var box = el("section", "fix-banner fix-" + status);
+    box.setAttribute("aria-label", "Suggested fix");
+    box.setAttribute("data-fix-status", status);
+    box.setAttribute("data-fix-id", fix.id);
+    var head = el("div", "fix-head");
+    head.appendChild(el("span", "step-kicker", "Suggested fix"));
+    var pills = el("span", "pill-row");
+    if (typeof fix.confidence_pct === "number") pills.appendChild(el("span", "pill pill-quiet", fix.confidence_pct + "% confident"));
+    pills.appendChild(el("span", "pill fix-status fix-status-" + status, FIX_STATUS[status] || status));
+    head.appendChild(pills);
+    box.appendChild(head);
+    box.appendChild(el("p", "fix-title", fix.title));
+    if (fix.description && status !== "dismissed") box.appendChild(el("p", "fix-description", fix.description));
+    if (fix.ai_drafted_script && status !== "dismissed") {
+      var details = el("details", "more");
+      details.appendChild(el("summary", null, "AI-drafted script"));
+      var pre = el("pre", "code");
+      pre.appendChild(el("code", null, fix.ai_drafted_script));
+      details.appendChild(pre);
+      box.appendChild(details);
+    }
+    if (status === "applied_partial" && fix.partial_notes) box.appendChild(el("p", "fix-note", "Still open: " + fix.partial_notes));
+    if (status === "applied_failure" && fix.failure_reason) box.appendChild(el("p", "fix-note", "What happened: " + fix.failure_reason));
+    if (status === "applied_pending" && fix.pending_reason) box.appendChild(el("p", "fix-note", "Waiting for: " + fix.pending_reason));
+    var proposal = fix.ai_outcome_proposal;
+    var open = status === "proposed" || status === "applied_pending";
+    if (canWork && isOpen && open && proposal && proposal.resolution === "open") {
+      var ask = el("div", "fix-proposal");
+      ask.appendChild(el("p", "fix-proposal-text", PROPOSAL_TEXT[proposal.outcome] || "The AI proposed an outcome — confirm?"));
+      if (proposal.reason) ask.appendChild(el("p", "muted small", proposal.reason));
+      var row = el("div", "lane-actions");
+      row.appendChild(button("Confirm", "btn-ok", function () { outcome({ ai_proposal: "accept" }); }));
+      row.appendChild(button("Reject", "btn-danger-quiet", function () { outcome({ ai_proposal: "reject" }); }));
+      ask.appendChild(row);
+      box.appendChild(ask);
+    } else if (canWork && isOpen && open) {
+      outcomeButtons(box, fix.title);
+    }
+    els.fix.appendChild(box);
+  }
+
+  function loadFix() {
+    return api("GET", "/sessions/" + sid + "/suggested-fixes").then(function (result) {
+      if (result && "active" in result) { state.fix = result.active; renderFix(); }
+    }, function () { /* not served (yet): the stream's parts keep the banner */ });
+  }
+
+  function refreshPanels() {
+    loadLane();
+    loadFacts();
+    loadFix();
+  }
+
+  // --- fork and branches --------------------------------------------------------------------------------
+
+  function applyFork(fork) {
+    if (!fork) return;
+    clear(els.fork);
+    els.fork.hidden = false;
+    els.fork.appendChild(el("strong", null, "Several explanations fit. "));
+    if (fork.fork_reason) els.fork.appendChild(el("span", "fork-reason", fork.fork_reason + " "));
+    var labels = (fork.branches || []).map(function (b) { return b.label; });
+    if (labels.length) els.fork.appendChild(el("span", null, "Branches: " + labels.join(", ") + ". "));
+    var active = (fork.branches || []).find(function (b) { return b.branch_id === fork.active_branch_id; });
+    if (fork.switched && active) els.fork.appendChild(el("span", null, "Now working on: " + active.label + "."));
+    var known = {};
+    state.branches.forEach(function (b) { known[b.branch_id] = b; b.active = b.branch_id === fork.active_branch_id; });
+    if (!state.branches.length) state.branches.push({ branch_id: fork.active_branch_id, label: "Main path", main: true, depth: 0,
+                                                      active: !fork.switched, status: "active" });
+    (fork.branches || []).forEach(function (b) {
+      if (known[b.branch_id]) return;
+      state.branches.push({ branch_id: b.branch_id, label: b.label, depth: 1, status: "untried",
+                            active: b.branch_id === fork.active_branch_id });
+    });
+    renderBranches();
+  }
+
+  function renderBranches() {
+    clear(els.branchList);
+    els.branches.hidden = !state.branches.length;
+    state.branches.forEach(function (b) {
+      var li = el("li", "branch chat-branch" + (b.active ? " is-active" : ""));
+      li.setAttribute("data-depth", String(Math.min(b.depth || 0, 4)));
+      var row = el("div", "branch-row");
+      row.appendChild(el("span", "branch-label", b.main ? "Main path" : b.label));
+      if (b.status && !b.main) row.appendChild(el("span", "pill pill-branch-" + b.status, b.status.replace("_", " ")));
+      if (b.active) row.appendChild(el("span", "pill pill-current", "You are here"));
+      li.appendChild(row);
+      els.branchList.appendChild(li);
+    });
+  }
+
+  // --- approval cards (data-interrupt-request) ----------------------------------------------------------
+
+  var pending = { cards: [], decisions: {} };
+
+  function renderInterrupt(interrupt) {
+    clear(els.approvals);
+    pending = { cards: [], decisions: {} };
+    if (!interrupt) return;
+    var allowed = {};
+    (interrupt.review_configs || []).forEach(function (c) { allowed[c.action_name] = c.allowed_decisions || []; });
+    (interrupt.action_requests || []).forEach(function (request) {
+      var card = approvalCard(request, allowed[request.name] || ["approve", "edit", "reject"]);
+      pending.cards.push(request.approval_id);
+      els.approvals.appendChild(card);
+    });
+    ((interrupt.context && interrupt.context.refused) || []).forEach(function (refused) {
+      els.approvals.appendChild(el("p", "flash flash-error", "The copilot's call of " + refused.name + " was refused: " + refused.error));
+    });
+  }
+
+  function approvalCard(request, allowed) {
+    var card = el("article", "approval-card approval-pending chat-approval");
+    card.setAttribute("data-approval-id", request.approval_id);
+    var head = el("div", "approval-head");
+    var h = el("h3", "approval-title");
+    h.appendChild(el("code", null, request.name));
+    head.appendChild(h);
+    var pill = el("span", "pill pill-approval-pending", "Waiting for you");
+    head.appendChild(pill);
+    card.appendChild(head);
+    card.appendChild(el("p", "approval-summary", request.summary || "The copilot wants to run " + request.name + "."));
+    var args = el("div", "approval-args");
+    args.appendChild(el("h4", "approval-args-title", "Arguments"));
+    var pre = el("pre", "code");
+    var argsText = JSON.stringify(request.args || {}, null, 2);
+    pre.appendChild(el("code", null, argsText));
+    args.appendChild(pre);
+    card.appendChild(args);
+    var message = el("p", "flash flash-error");
+    message.setAttribute("role", "alert");
+    message.hidden = true;
+    card.appendChild(message);
+    if (!canWork) { card.appendChild(el("p", "muted small", "Waiting for an engineer to decide.")); return card; }
+    var actions = el("div", "approval-actions");
+    var extra = el("div", "approval-extra");
+    function decide(decision, more) {
+      message.hidden = true;
+      var entry = Object.assign({ request_id: request.approval_id, decision: decision }, more || {});
+      pending.decisions[request.approval_id] = entry;
+      pill.textContent = { approve: "Approved", approve_always: "Approved always", edit: "Approved with changes",
+                           reject: "Rejected" }[decision];
+      pill.className = "pill " + (decision === "reject" ? "pill-danger" : "pill-ok");
+      actions.hidden = true;
+      clear(extra);
+      submitDecisions();
+    }
+    function say(text) { message.textContent = text; message.hidden = false; }
+    if (allowed.indexOf("approve") >= 0) actions.appendChild(button("Approve", "btn-ok", function () { decide("approve"); }));
+    if (allowed.indexOf("approve_always") >= 0) {
+      actions.appendChild(button("Approve always in this chat", "btn-secondary", function () { decide("approve_always"); }));
+    }
+    if (allowed.indexOf("edit") >= 0) {
+      actions.appendChild(button("Edit arguments", "btn-secondary", function () {
+        clear(extra);
+        var form = el("form", "stack approval-form");
+        var id = "approval-edit-" + request.approval_id;
+        var label = el("label", null, "Arguments (JSON)");
+        label.setAttribute("for", id);
+        var area = el("textarea", "mono");
+        area.id = id;
+        area.rows = 8;
+        area.spellcheck = false;
+        area.value = argsText;
+        var field = el("div", "field");
+        field.appendChild(label);
+        field.appendChild(area);
+        form.appendChild(field);
+        var save = el("button", "btn btn-primary btn-small", "Approve with these arguments");
+        save.type = "submit";
+        form.appendChild(save);
+        form.addEventListener("submit", function (event) {
+          event.preventDefault();
+          var edited;
+          try { edited = JSON.parse(area.value); } catch (e) { say("The arguments are not valid JSON: " + e.message); return; }
+          if (!edited || typeof edited !== "object" || Array.isArray(edited)) { say("The arguments must be a JSON object."); return; }
+          decide("edit", { edited_arguments: edited });
+        });
+        extra.appendChild(form);
+        area.focus();
+      }));
+    }
+    if (allowed.indexOf("reject") >= 0) {
+      actions.appendChild(button("Reject", "btn-danger-quiet", function () {
+        clear(extra);
+        var form = el("form", "stack approval-form");
+        var id = "approval-reason-" + request.approval_id;
+        var label = el("label", null, "Reason (optional)");
+        label.setAttribute("for", id);
+        var input = el("input");
+        input.type = "text";
+        input.id = id;
+        input.maxLength = 1000;
+        var field = el("div", "field");
+        field.appendChild(label);
+        field.appendChild(input);
+        form.appendChild(field);
+        var save = el("button", "btn btn-danger btn-small", "Reject this call");
+        save.type = "submit";
+        form.appendChild(save);
+        form.addEventListener("submit", function (event) {
+          event.preventDefault();
+          var reason = input.value.trim();
+          decide("reject", reason ? { reason: reason } : {});
+        });
+        extra.appendChild(form);
+        input.focus();
+      }));
+    }
+    card.appendChild(actions);
+    card.appendChild(extra);
+    card._reopen = function (text) {
+      actions.hidden = false;
+      pill.textContent = "Waiting for you";
+      pill.className = "pill pill-approval-pending";
+      say(text);
+    };
+    return card;
+  }
+
+  function submitDecisions() {
+    var decided = pending.cards.filter(function (id) { return pending.decisions[id]; });
+    if (decided.length < pending.cards.length) return;
+    var decisions = pending.cards.map(function (id) { return pending.decisions[id]; });
+    stream("/sessions/" + sid + "/resume", { decisions: decisions }, function (error) {
+      // Refused before anything ran (invalid edit, already decided): the cards take a new decision.
+      pending.decisions = {};
+      Array.prototype.forEach.call(els.approvals.querySelectorAll(".chat-approval"), function (card) {
+        if (card._reopen) card._reopen(error && error.message ? error.message : "Not sent; decide again.");
+      });
+    });
+  }
+
+  // --- first paint ----------------------------------------------------------------------------------
+
+  renderLane();
+  renderFacts();
+  renderFix();
+  renderBranches();
+  renderFlows(state.flows || []);
+  showModel(state.usage);
+  if (state.interrupt) renderInterrupt(state.interrupt);
+  setBusy(false);
+  root.setAttribute("data-ready", "true");
+  var last = state.last_turn;
+  if (last && last.status === "running") {
+    // A reload mid-reply: read the turn again from its first event, so the whole reply shows.
+    turn.turnId = last.id;
+    follow(last.id, 0);
+  } else if (els.input && !els.input.disabled && !document.querySelector(".flash-ok")) {
+    els.input.focus();
+  }
+})();

@@ -1,0 +1,320 @@
+"""Chat turns over HTTP: the UI message stream, JSON answers, busy threads, failures, reconnects, lifecycle."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import pytest
+
+from deskpilot.api.app import create_app
+from deskpilot.api.state import AppState
+from deskpilot.chat.models import ChatTurn
+from deskpilot.identity.models import Role
+from deskpilot.llm import LLM, ProviderUnavailable
+from deskpilot.llm.testing import Reply
+from deskpilot.pilot.models import SessionMessage
+from deskpilot.settings import LLMSettings, Settings
+from tests.api.chat_support import API, SSE, ChatApp, chat_app, data_of, read_frames, text_of, types
+from tests.api.test_pilot_support import problem
+from tests.conftest import make_tenant
+from tests.tenancy import assert_invisible_to_other_account
+
+REPLY = (
+    "Let's check the credential manager first.\n\n"
+    '[QUESTIONS]\n[{"text": "Does it happen in Outlook on the web too?", "context": "Rules out the client"}]\n'
+    "[/QUESTIONS]\n"
+    '[ACTIONS]\n[{"label": "Clear cached credentials", "command": "cmdkey /list"}]\n[/ACTIONS]'
+)
+
+
+@pytest.fixture
+async def chat(settings: Settings) -> AsyncIterator[ChatApp]:
+    async with chat_app(settings) as running:
+        yield running
+
+
+async def _wait_idle(chat: ChatApp, chat_id: str) -> dict[str, object]:
+    for _ in range(200):
+        detail = await chat.detail(chat_id)
+        last = detail["last_turn"]
+        if last is not None and last["status"] != "running":
+            return detail
+        await asyncio.sleep(0.01)
+    raise AssertionError("the turn did not finish")
+
+
+async def test_ss034_ss035_ss036_a_streamed_turn_is_an_ai_sdk_ui_message_stream(chat: ChatApp) -> None:
+    chat_id = await chat.new_chat()
+    chat.model.add(REPLY)
+    response, frames = await chat.stream(chat_id, "Outlook keeps asking for the password")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers["x-vercel-ai-ui-message-stream"] == "v1"
+    assert response.headers["cache-control"] == "no-cache"
+    kinds = types(frames)
+    # SS-035: canonical opening, then the ids of both rows before any model output (SS-036 step 5).
+    assert kinds[:6] == ["start", "start-step", "data-turn-info", "data-turn-status", "data-user-message-id",
+                         "data-assistant-message-id"]
+    assert frames[3]["part"]["data"] == {"status": "busy"}
+    assert kinds.index("data-assistant-message-id") < kinds.index("text-start") < kinds.index("text-end")
+    assert kinds[-4:] == ["data-turn-status", "finish-step", "finish", "[DONE]"]
+    assert frames[-4]["part"]["data"] == {"status": "idle"}
+    # Every frame has an id, counting up from 1.
+    assert [f["id"] for f in frames] == list(range(1, len(frames) + 1))
+    # Markers never reach the screen; the typed parts carry them.
+    shown = text_of(frames)
+    assert shown == "Let's check the credential manager first."
+    assert "[QUESTIONS]" not in shown
+    lane = data_of(frames, "task-lane")
+    assert [q["text"] for q in lane["questions"]] == ["Does it happen in Outlook on the web too?"]
+    usage = data_of(frames, "token-usage")
+    assert usage["model"] == "test:chat"
+    assert usage["output_tokens"] > 0
+    message_id = frames[0]["part"]["messageId"]
+    assert data_of(frames, "assistant-message-id")["message_id"] == message_id
+
+
+async def test_uc002_uc004_uc006_json_turn_titles_counts_and_stores_clean_text(chat: ChatApp) -> None:
+    chat_id = await chat.new_chat()
+    assert (await chat.detail(chat_id))["session"]["title"] == "New Chat"
+    chat.model.add(REPLY)
+    turn = await chat.send(chat_id, "Outlook keeps asking for the password _(not yet completed)_")
+    assert turn["status"] == "complete"
+    assert turn["content"] == "Let's check the credential manager first."
+    detail = await chat.detail(chat_id)
+    session = detail["session"]
+    assert session["title"] == "Outlook password prompts"  # SS-038: the model's title, <= 100 characters
+    assert session["step_count"] == 2  # UC-004
+    assert session["problem_summary"].startswith("Outlook keeps asking")
+    user, assistant = detail["messages"]
+    assert user["content"] == "Outlook keeps asking for the password (pending)"  # UC-006
+    assert assistant["content"] == "Let's check the credential manager first."  # markers stripped
+    assert session["total_output_tokens"] > 0
+
+    chat.model.add("Good. Next, sign out of Office everywhere.")
+    await chat.send(chat_id, "Yes, web too")
+    detail = await chat.detail(chat_id)
+    assert detail["session"]["step_count"] == 4
+    assert detail["session"]["title"] == "Outlook password prompts"  # only the first turn names the chat
+    # The model saw the conversation so far, stored text only.
+    history = chat.model.seen[-1]
+    assert [m.role for m in history[1:]] == ["user", "assistant", "user"]
+    assert "[QUESTIONS]" not in history[2].content
+
+
+async def test_ss038_a_title_too_long_keeps_the_fallback(chat: ChatApp) -> None:
+    chat.model.title = "x" * 101
+    chat_id = await chat.new_chat()
+    chat.model.add("Hello.")
+    await chat.send(chat_id, "VPN drops every ten minutes")
+    assert (await chat.detail(chat_id))["session"]["title"] == "VPN drops every ten minutes"
+
+
+async def test_ss043_a_second_message_while_a_turn_runs_is_thread_busy(chat: ChatApp) -> None:
+    chat_id = await chat.new_chat()
+    chat.model.hold = True
+    chat.model.add("First answer, slowly.")
+    first = asyncio.create_task(chat.send(chat_id, "first"))
+    for _ in range(100):
+        if chat.model.requests:
+            break
+        await asyncio.sleep(0.01)
+    busy = await chat.http.post(f"{API}/sessions/{chat_id}/messages", json={"text": "second"},
+                                headers=chat.a.headers(Role.ENGINEER))
+    problem(busy, 409, "THREAD_BUSY")
+    chat.model.release()
+    assert (await first)["status"] == "complete"
+    # The refused message was never stored; the next one goes through.
+    chat.model.add("Now the second.")
+    await chat.send(chat_id, "second again")
+    contents = [m["content"] for m in (await chat.detail(chat_id))["messages"]]
+    assert "second" not in contents
+    assert "second again" in contents
+
+
+async def test_ss040_a_provider_failure_keeps_the_user_message_and_the_partial_reply(chat: ChatApp) -> None:
+    chat_id = await chat.new_chat()
+    chat.model.add(Reply(text="Checking the mailbox now and then", error=ProviderUnavailable("down", model="x"),
+                         stream_error_after=3))
+    response, frames = await chat.stream(chat_id, "Mailbox full warnings")
+    assert response.status_code == 200
+    kinds = types(frames)
+    assert "error" in kinds
+    error = next(f["part"] for f in frames if f["part"] != "[DONE]" and f["part"]["type"] == "error")
+    assert error["errorCode"] == ProviderUnavailable.code
+    assert kinds[-1] == "[DONE]"
+    detail = await chat.detail(chat_id)
+    user, assistant = detail["messages"]
+    assert user["content"] == "Mailbox full warnings"
+    assert assistant["content"] == "Checking the mailbox"
+    assert detail["last_turn"]["status"] == "failed"
+    # The chat takes the next message (the busy guard was released).
+    chat.model.add("Let's try again.")
+    assert (await chat.send(chat_id, "retry"))["status"] == "complete"
+
+
+async def test_ss036_a_client_that_disconnects_loses_nothing(chat: ChatApp) -> None:
+    chat_id = await chat.new_chat()
+    chat.model.hold = True
+    chat.model.add("The whole answer arrives after the client left.")
+    body = json.dumps({"text": "hello"}).encode()
+    sent: list[dict[str, Any]] = []
+    gone = asyncio.Event()
+    delivered = False
+
+    async def receive() -> dict[str, Any]:
+        nonlocal delivered
+        if not delivered:
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+        if message["type"] == "http.response.body" and b"text-delta" in message.get("body", b""):
+            gone.set()  # the client goes away as soon as the reply starts
+
+    headers = [(k.lower().encode(), v.encode()) for k, v in {**chat.a.headers(Role.ENGINEER), **SSE,
+                                                                "content-type": "application/json"}.items()]
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": f"{API}/sessions/{chat_id}/messages", "raw_path": b"", "query_string": b"", "headers": headers,
+             "server": ("testserver", 80), "client": ("127.0.0.1", 1234), "root_path": ""}
+    await asyncio.wait_for(chat.app(scope, receive, send), timeout=10)
+    assert sent[0]["status"] == 200
+    assert not any(m.get("more_body") is False for m in sent[1:-1])
+    chat.model.release()
+    detail = await _wait_idle(chat, chat_id)
+    assert [m["content"] for m in detail["messages"]] == ["hello", "The whole answer arrives after the client left."]
+    assert detail["last_turn"]["status"] == "complete"
+
+
+async def test_reconnecting_with_last_event_id_gets_the_rest_of_a_live_turn(chat: ChatApp) -> None:
+    chat_id = await chat.new_chat()
+    chat.model.hold = True
+    chat.model.add("Part one and part two.")
+    sender = asyncio.create_task(chat.stream(chat_id, "hello"))
+    for _ in range(200):
+        if chat.model.requests:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    headers = {**chat.a.headers(Role.ENGINEER), **SSE, "Last-Event-ID": "6"}
+    resumed = asyncio.create_task(chat.http.get(f"{API}/sessions/{chat_id}/stream", headers=headers))
+    await asyncio.sleep(0.05)
+    chat.model.release()
+    _, full = await sender
+    rest = read_frames((await resumed).text)
+    assert [f["id"] for f in rest] == [f["id"] for f in full if f["id"] > 6]
+    assert rest == [f for f in full if f["id"] > 6]
+
+
+async def test_reconnecting_after_the_turn_gets_its_final_state(chat: ChatApp) -> None:
+    chat_id = await chat.new_chat()
+    empty = await chat.http.get(f"{API}/sessions/{chat_id}/stream", headers=chat.a.headers(Role.ENGINEER))
+    assert empty.status_code == 204
+    chat.model.add(REPLY)
+    _, frames = await chat.stream(chat_id, "Outlook prompts")
+    chat.state.chat_streams._streams.clear()  # as if another process (or a restart) served the reconnect
+    response = await chat.http.get(f"{API}/sessions/{chat_id}/stream",
+                                   headers={**chat.a.headers(Role.ENGINEER), "Last-Event-ID": str(len(frames))})
+    replay = read_frames(response.text)
+    assert replay[0]["id"] == len(frames) + 1
+    assert data_of(replay, "turn-info")["replay"] is True
+    assert text_of(replay) == text_of(frames)
+    assert data_of(replay, "task-lane") == data_of(frames, "task-lane")
+    assert types(replay)[-1] == "[DONE]"
+
+
+async def test_ss040_shutdown_mid_turn_stores_what_was_said_and_frees_the_chat(chat: ChatApp) -> None:
+    chat_id = await chat.new_chat()
+    chat.model.hold = True
+    chat.model.add("Interrupted answer here")
+    sender = asyncio.create_task(chat.send(chat_id, "hello"))
+    for _ in range(200):
+        if chat.model.requests:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.02)
+    await chat.state.chat_streams.shutdown()
+    turn = await sender
+    assert turn["status"] == "interrupted"
+    assert turn["error_code"] == "TURN_CANCELLED"
+    async with chat.state.db.session(chat.a.account_id) as db:
+        stored = await db.get(ChatTurn, uuid.UUID(turn["id"]))
+        assert stored is not None
+        assert stored.status == "interrupted"
+        assistant = await db.get(SessionMessage, uuid.UUID(turn["assistant_message_id"]))
+        assert assistant is not None
+        assert assistant.content == "Interrupted"
+
+
+async def test_uc003_messages_only_to_active_or_paused_chats(chat: ChatApp) -> None:
+    chat_id = await chat.new_chat()
+    engineer = chat.a.headers(Role.ENGINEER)
+    paused = await chat.http.post(f"{API}/chats/{chat_id}/pause", headers=engineer)
+    assert paused.json()["status"] == "paused"
+    chat.model.add("Back again.")
+    await chat.send(chat_id, "still there?")
+    assert (await chat.detail(chat_id))["session"]["status"] == "active"  # a message wakes a paused chat
+    await chat.http.post(f"{API}/chats/{chat_id}/resolve", headers=engineer)
+    refused = await chat.http.post(f"{API}/sessions/{chat_id}/messages", json={"text": "one more"},
+                                   headers=engineer)
+    body = problem(refused, 409, "session_not_accepting_messages")
+    assert body["detail"] == "Cannot send messages to a resolved session"
+
+
+async def test_bad_messages_are_refused_and_store_nothing(chat: ChatApp) -> None:
+    chat_id = await chat.new_chat()
+    engineer = chat.a.headers(Role.ENGINEER)
+    problem(await chat.http.post(f"{API}/sessions/{chat_id}/messages", json={"text": "  "}, headers=engineer),
+            422, "message_empty")
+    problem(await chat.http.post(f"{API}/sessions/{chat_id}/messages", json={"text": "x" * 100_001},
+                                 headers=engineer), 422, "message_too_large")
+    image = {"media_type": "image/png", "data": "iVBORw0KGgo="}
+    problem(await chat.http.post(f"{API}/sessions/{chat_id}/messages", json={"text": "see", "images": [image]},
+                                 headers=engineer), 422, "MODEL_DOES_NOT_SUPPORT_IMAGE_INPUT")
+    viewer = await chat.http.post(f"{API}/sessions/{chat_id}/messages", json={"text": "hi"},
+                                  headers=chat.a.headers(Role.VIEWER))
+    assert viewer.status_code == 403
+    assert (await chat.detail(chat_id))["messages"] == []
+
+
+async def test_a_chat_is_invisible_to_other_accounts_and_other_engineers(chat: ChatApp) -> None:
+    chat_id = await chat.new_chat()
+    owner, other = chat.a.headers(Role.ENGINEER), chat.b.headers(Role.OWNER)
+    await assert_invisible_to_other_account(chat.http, f"{API}/chats/{chat_id}", owner_headers=owner,
+                                            other_headers=other)
+    for method, url, body in [
+        ("POST", f"{API}/sessions/{chat_id}/messages", {"text": "hi"}),
+        ("GET", f"{API}/sessions/{chat_id}/stream", None),
+        ("POST", f"{API}/chats/{chat_id}/pause", None),
+        ("POST", f"{API}/sessions/{chat_id}/resume", {"decisions": []}),
+    ]:
+        response = await chat.http.request(method, url, json=body, headers=other)
+        assert response.status_code == 404, (url, response.text)
+        assert response.json()["code"] in ("chat_session_not_found", "session_not_found")
+    assert (await chat.detail(chat_id))["session"]["status"] == "active"
+    lead = await chat.http.get(f"{API}/chats/{chat_id}", headers=chat.a.headers(Role.LEAD))
+    problem(lead, 403, "session_access_denied")
+    listed = await chat.http.get(f"{API}/chats", headers=chat.b.headers(Role.OWNER))
+    assert listed.json() == []
+
+
+async def test_without_an_llm_a_message_is_refused_before_anything_is_stored(settings: Settings) -> None:
+    state = AppState.build(settings, llm=LLM(LLMSettings()))
+    app = create_app(settings, state=state)
+    async with app.router.lifespan_context(app):
+        tenant = await make_tenant(state.db, "Acme IT")
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+            headers = tenant.headers(Role.ENGINEER)
+            chat_id = (await http.post(f"{API}/chats", json={}, headers=headers)).json()["id"]
+            refused = await http.post(f"{API}/sessions/{chat_id}/messages", json={"text": "hi"}, headers=headers)
+            problem(refused, 503, "llm_not_configured")
+            assert (await http.get(f"{API}/chats/{chat_id}", headers=headers)).json()["messages"] == []
