@@ -34,11 +34,10 @@ COMMAND = ".venv/bin/python -m bench._pilot_profile [--http [N]]"
 PHASES = (
     (service, "load_turn", "1 load session + current step (SELECT … JOIN)"),
     (service, "branch_history", "2 branch history (SELECT messages)"),
-    (service, "record_response", "3 compare-and-set the answer (UPDATE step)"),
-    (service, "commit", "4 commit #1: session row + user message"),
-    (engine, "produce", "5 model call + validation, incl. 6"),
-    (SqlRecorder, "record", "6 llm_calls INSERT + commit #2 (own session)"),
-    (engine, "_store", "7 store step: message + step + session, commit #3"),
+    (service, "commit_answer", "3 commit #1: answer (step CAS) + user message + session (one unit of work)"),
+    (engine, "produce", "4 model call + validation"),
+    (SqlRecorder, "record", "5 llm_calls INSERT + commit of its own (only when not deferred)"),
+    (engine, "_store", "6 commit #2: assistant message + step + session + llm_calls (one unit of work)"),
 )
 
 

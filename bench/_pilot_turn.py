@@ -24,7 +24,7 @@ from deskpilot.pilot import service
 from deskpilot.pilot.models import PilotSession, SessionMessage
 from deskpilot.security.crypto import SecretBox
 from deskpilot.settings import DEV_ENCRYPTION_KEY
-from deskpilot.storage import Database
+from deskpilot.storage import Database, batch
 
 
 class Turns(Protocol):
@@ -135,11 +135,20 @@ def _count_statements(turns: Turns) -> Iterator[collections.Counter[str]]:
     def commit(*_args: Any) -> None:
         counter["commits"] += 1
 
+    # A unit of work on SQLite runs its statements in the connection's thread, past SQLAlchemy's events.
+    original_apply = batch._apply
+
+    def apply(conn: Any, prepared: list[Any]) -> Any:
+        counter["statements"] += len(prepared)
+        return original_apply(conn, prepared)
+
     event.listen(engine, "before_cursor_execute", statement)
     event.listen(engine, "commit", commit)
+    batch._apply = apply
     try:
         yield counter
     finally:
+        batch._apply = original_apply
         event.remove(engine, "before_cursor_execute", statement)
         event.remove(engine, "commit", commit)
 

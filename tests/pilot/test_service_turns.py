@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, update
@@ -298,3 +299,50 @@ async def test_fp025_the_conditional_update_refuses_the_second_writer(desk: Desk
                                          utcnow())
     detail = await desk.call(service.get_session, desk.engineer, sid)
     assert detail.steps[0].selected_option == "web"
+
+
+async def test_fp025_the_answer_unit_refuses_the_second_writer_and_writes_nothing_of_it(desk: Desk) -> None:
+    """The answer's unit of work (step CAS + user message + session CAS) either commits whole or not at all."""
+    from deskpilot.pilot import engine
+    from deskpilot.storage import utcnow
+
+    sid, _, _ = await start(desk)
+    async with desk.session() as first, desk.session() as second:
+        session_a, step_a = await engine.load_turn(first, desk.engineer, sid)
+        session_b, step_b = await engine.load_turn(second, desk.engineer, sid)
+        assert step_a is not None
+        assert step_b is not None
+        await engine.commit_answer(first, desk.engineer, session_a, step_a, StepResponse(selected_option="web"),
+                                   "Selected: Web", None, utcnow())
+        assert (session_a.awaiting_generation, session_a.current_step_id) == (True, None)
+        with pytest.raises(StepAlreadyAnswered):
+            await engine.commit_answer(second, desk.engineer, session_b, step_b,
+                                       StepResponse(selected_option="desktop"), "Selected: Desktop", None, utcnow())
+    async with desk.session() as s:
+        users = list(await s.scalars(
+            select(SessionMessage.content).where(SessionMessage.session_id == sid, SessionMessage.role == "user")
+        ))
+    assert users[-1] == "Selected: Web"
+    assert "Selected: Desktop" not in users
+    detail = await desk.call(service.get_session, desk.engineer, sid)
+    assert detail.steps[0].selected_option == "web"
+
+
+async def test_a_turn_is_four_thread_round_trips_on_sqlite(desk: Desk, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two reads, the answer's unit of work and the step's: each unit is one trip to aiosqlite's thread."""
+    from deskpilot.storage.sqlite import OneHopConnection
+
+    if desk.db.dialect != "sqlite":
+        pytest.skip("thread round trips are aiosqlite's")
+    sid, deps, _ = await start(desk, [action()])
+    trips: list[str] = []
+    original = OneHopConnection.run
+
+    async def counting(self: OneHopConnection, fn: Any, *args: Any) -> Any:
+        trips.append(fn.__name__)
+        return await original(self, fn, *args)
+
+    monkeypatch.setattr(OneHopConnection, "run", counting)
+    turn = await desk.call(service.respond, deps, desk.engineer, sid, StepResponse(selected_option="web"))
+    assert turn.next_step.content["type"] == "action"
+    assert trips == ["_statement", "_statement", "_apply", "_apply"]

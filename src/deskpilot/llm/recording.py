@@ -14,13 +14,14 @@ from typing import TYPE_CHECKING, Any, Final, Protocol
 
 from pydantic import BaseModel
 from pydantic_core import to_json
-from sqlalchemy import event, select
+from sqlalchemy import bindparam, event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from sqlalchemy.orm import Session
 
 from deskpilot.llm.messages import Message, ToolCall
 from deskpilot.storage import Database, utcnow
+from deskpilot.storage.batch import Write, insert_row
 from deskpilot.storage.tenancy import ALL_ACCOUNTS, SCOPE_KEY
 
 if TYPE_CHECKING:
@@ -299,6 +300,34 @@ def _insert_prompts(dialect: str, prompts: dict[_PromptKey, str]) -> tuple[Any, 
     return insert(LLMPrompt).on_conflict_do_nothing(index_elements=["account_id", "sha256"]), values
 
 
+_PROMPT_COLUMNS: Final = ("account_id", "sha256", "content", "created_at")
+_PROMPT_INSERTS: dict[str, Any] = {}
+
+
+def batch_writes(dialect: str, batch: Batch) -> list[Write]:
+    """A batch as Core writes for `storage.batch.commit_writes`: its missing prompts (if absent), then its rows."""
+    from deskpilot.llm.models import LLMCall, LLMPrompt
+
+    writes: list[Write] = []
+    if batch.prompts:
+        statement = _PROMPT_INSERTS.get(dialect)
+        if statement is None:
+            insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+            statement = _PROMPT_INSERTS[dialect] = (
+                insert(LLMPrompt)
+                .values({name: bindparam(name) for name in _PROMPT_COLUMNS})
+                .on_conflict_do_nothing(index_elements=["account_id", "sha256"])
+            )
+        now = utcnow()
+        writes += [
+            Write(statement, {"account_id": account_id, "sha256": sha256, "content": content, "created_at": now})
+            for (account_id, sha256), content in batch.prompts.items()
+        ]
+    columns = [c.key for c in LLMCall.__table__.c]
+    writes += [insert_row(LLMCall, {name: getattr(row, name) for name in columns}) for row in batch.rows]
+    return writes
+
+
 def add_batch(session: AsyncSession, batch: Batch) -> None:
     """Add a batch's rows to `session`; its missing prompts are inserted by the session's next flush."""
     if batch.prompts:
@@ -437,8 +466,22 @@ class DeferredRecords:
         add_batch(session, self._batch)
         return len(self._added)
 
+    def writes_for(self, session: AsyncSession) -> list[Write]:
+        """As `add_to`, but the rows as Core writes for `storage.batch.commit_writes` (nothing is added to the
+        session); `stored()` after their commit, as after `add_to`'s."""
+        scope: Any = session.info.get(SCOPE_KEY)
+        if session.bind is not self._engine:
+            self._added = []
+            self._batch = None
+            return []
+        self._added = [
+            r for r in self._pending if r.account_id is not None and (scope is ALL_ACCOUNTS or r.account_id == scope)
+        ]
+        self._batch = self._log.rows(self._added)
+        return batch_writes(self._engine.dialect.name, self._batch)
+
     def stored(self) -> None:
-        """The transaction holding the rows of the last `add_to` was committed."""
+        """The transaction holding the rows of the last `add_to` (or `writes_for`) was committed."""
         done = {r.id for r in self._added}
         self._pending = [r for r in self._pending if r.id not in done]
         self._added = []

@@ -63,6 +63,7 @@ from deskpilot.pilot.schemas import (
 from deskpilot.pilot.tiers import ConfidenceTier, confidence_to_tier, initial_confidence, next_confidence
 from deskpilot.security.crypto import SecretBox
 from deskpilot.storage import utcnow
+from deskpilot.storage.batch import WriteConflict, commit_writes, insert_row, update_row
 
 logger = logging.getLogger(__name__)
 
@@ -527,12 +528,15 @@ async def _store(
     session_id, branch_id = session.id, session.active_branch_id
     for attempt in (1, 2):
         try:
-            row = await apply_step(db, session, produced, branches)
-            store_records(db, records)
-            await db.commit()
+            if _plain(db, session, produced):
+                row = await _store_plain(db, session, produced, records)
+            else:
+                row = await apply_step(db, session, produced, branches)
+                store_records(db, records)
+                await db.commit()
             records_stored(records)
             return session, row
-        except (StaleDataError, IntegrityError):
+        except (StaleDataError, IntegrityError, WriteConflict):
             # The rollback expires every loaded object: nothing of the old state is read after it.
             await db.rollback()
             session = await _reload(db, session_id)
@@ -548,6 +552,125 @@ async def _store(
                 ) from None
             branches = await branch_rows(db, session)
     raise AssertionError("unreachable")
+
+
+def _plain(db: AsyncSession, session: PilotSession, produced: Produced) -> bool:
+    """A model's step that opens no fork and changes nothing but the session: stored by `_store_plain`."""
+    return (
+        produced.mode == "ai"
+        and session.mode == "ai"
+        and not isinstance(produced.step, ForkStep)
+        and produced.flow_definition is None
+        and produced.new_match is None
+        and not (db.new or db.dirty or db.deleted)
+    )
+
+
+def _version_condition(session: PilotSession) -> dict[str, Any]:
+    return {"id": session.id, "account_id": session.account_id, "state_version": session.state_version}
+
+
+def _reflect(obj: Any, values: dict[str, Any]) -> None:
+    """Make loaded objects show what a unit of work committed, without marking them changed."""
+    for key, value in values.items():
+        set_committed_value(obj, key, value)
+
+
+async def _store_plain(
+    db: AsyncSession, session: PilotSession, produced: Produced, records: DeferredRecords | None
+) -> SessionStep:
+    """`apply_step` for a plain model step, as one unit of work (one round trip on SQLite): the assistant message,
+    the step, the session's compare-and-set UPDATE and the `llm_calls` rows. Raises WriteConflict when the session
+    changed meanwhile (nothing is written)."""
+    step = produced.step
+    now = utcnow()
+    seq = session.message_seq + 1
+    branch_id = session.active_branch_id if session.is_branching else None
+    score, tier = next_confidence(step.confidence, session.confidence_score)
+    content = step_content(step)
+    content.update(produced.extra_content)
+    row = SessionStep(
+        id=uuid.uuid4(), account_id=session.account_id, session_id=session.id, branch_id=branch_id,
+        step_order=session.step_count, step_type=step_type_of(step), content=content,
+        context_message=step.context_message or None,
+        confidence=step.confidence if step.confidence is not None else session.confidence_score,
+        reasoning=step.reasoning or None, input_tokens=produced.input_tokens, output_tokens=produced.output_tokens,
+        is_fork_point=False, fork_point_id=None, created_at=now, selected_option=None, free_text_input=None,
+        was_free_text=False, was_skipped=False, action_result=None, action_details=None, responded_at=None,
+        responded_by_id=None,
+    )
+    changes: dict[str, Any] = {
+        "confidence_score": score, "confidence_tier": tier, "step_count": session.step_count + 1,
+        "total_input_tokens": session.total_input_tokens + produced.input_tokens,
+        "total_output_tokens": session.total_output_tokens + produced.output_tokens,
+        "awaiting_generation": False, "generation_error": None, "current_step_id": row.id, "mode": produced.mode,
+        "message_seq": seq, "state_version": session.state_version + 1, "updated_at": now,
+    }
+    writes = [
+        insert_row(SessionMessage, {
+            "id": uuid.uuid4(), "account_id": session.account_id, "session_id": session.id, "branch_id": branch_id,
+            "seq": seq, "role": "assistant", "content": produced.raw, "created_at": now,
+        }),
+        insert_row(SessionStep, {c.key: getattr(row, c.key) for c in SessionStep.__table__.columns}),
+        update_row(PilotSession, _version_condition(session), changes),
+    ]
+    if records is not None:
+        writes += records.writes_for(db)
+    await commit_writes(db, writes)
+    _reflect(session, changes)
+    return row
+
+
+async def commit_answer(
+    db: AsyncSession,
+    caller: Caller,
+    session: PilotSession,
+    step: SessionStep,
+    response: StepResponse,
+    text: str,
+    branch: SessionBranch | None,
+    now: datetime,
+) -> None:
+    """Commit the engineer's answer as one unit of work (one round trip on SQLite), before the model is called.
+
+    The answer goes onto the step only if nobody answered it first (FP-025, `StepAlreadyAnswered`), with the
+    conversation's user message, the branch's finding and the session's compare-and-set UPDATE (`SessionChanged`).
+    """
+    values = response_values(caller, response, now)
+    seq = session.message_seq + 1
+    branch_id = branch.id if branch is not None else None
+    changes: dict[str, Any] = {
+        "current_step_id": None, "awaiting_generation": True, "generation_error": None, "message_seq": seq,
+        "state_version": session.state_version + 1, "updated_at": now,
+    }
+    writes = [
+        update_row(SessionStep, {"id": step.id, "account_id": session.account_id}, values,
+                   null=("responded_at",)),
+        insert_row(SessionMessage, {
+            "id": uuid.uuid4(), "account_id": session.account_id, "session_id": session.id, "branch_id": branch_id,
+            "seq": seq, "role": "user", "content": text, "created_at": now,
+        }),
+    ]
+    findings: list[str] | None = None
+    if branch is not None:
+        line = branching.finding_line(str(step.content.get("text", "")), text)
+        findings = branching.with_finding(branch.findings, line)
+        writes.append(update_row(SessionBranch, {"id": branch.id, "account_id": session.account_id},
+                                 {"findings": findings}))
+    writes.append(update_row(PilotSession, _version_condition(session), changes))
+    step_id = str(step.id)  # a failed unit rolls back, which expires the loaded objects
+    try:
+        await commit_writes(db, writes)
+    except WriteConflict as e:
+        if e.index == 0:
+            raise StepAlreadyAnswered("This step has already been answered", extra={"step_id": step_id}) from None
+        raise SessionChanged("The session was changed by another request; reload it and try again") from None
+    except IntegrityError as e:
+        raise SessionChanged("The session was changed by another request; reload it and try again") from e
+    _reflect(step, values)
+    _reflect(session, changes)
+    if branch is not None:
+        _reflect(branch, {"findings": findings})
 
 
 async def _record_generation_error(
@@ -628,12 +751,10 @@ def check_response(session: PilotSession, step: SessionStep, response: StepRespo
         )
 
 
-async def record_response(
-    db: AsyncSession, caller: Caller, step: SessionStep, response: StepResponse, now: datetime
-) -> None:
-    """Write the response onto the step only if nobody answered it first (FP-025); the loser gets 409."""
+def response_values(caller: Caller, response: StepResponse, now: datetime) -> dict[str, Any]:
+    """The step's columns that hold the engineer's response."""
     result = response.action_result
-    values = {
+    return {
         "selected_option": response.selected_option,
         "free_text_input": response.free_text_input,
         "was_free_text": bool(response.free_text_input and not response.selected_option),
@@ -643,6 +764,13 @@ async def record_response(
         "responded_at": now,
         "responded_by_id": caller.user_id,
     }
+
+
+async def record_response(
+    db: AsyncSession, caller: Caller, step: SessionStep, response: StepResponse, now: datetime
+) -> None:
+    """Write the response onto the step only if nobody answered it first (FP-025); the loser gets 409."""
+    values = response_values(caller, response, now)
     outcome = await db.execute(
         update(SessionStep)
         .where(SessionStep.id == step.id, SessionStep.responded_at.is_(None))

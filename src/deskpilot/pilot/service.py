@@ -42,6 +42,7 @@ from deskpilot.pilot.engine import (
     call_context,
     check_response,
     commit,
+    commit_answer,
     current_step_or_none,
     end_read,
     generate,
@@ -479,9 +480,14 @@ async def respond(
     active = active_branch(session, branches)
     history = await branch_history(db, session, active)
     now = utcnow()
-    await record_response(db, caller, step, response, now)
-    if not is_fork:
+    if is_fork:
         # A fork is answered by the choice of branch; the branch's opening message already says which.
+        await record_response(db, caller, step, response, now)
+        session.current_step_id = None
+        session.awaiting_generation = True
+        session.generation_error = None
+        await commit(db)
+    else:
         text = prompts.format_response(
             selected_option=response.selected_option, free_text=response.free_text_input,
             was_skipped=response.was_skipped,
@@ -489,16 +495,8 @@ async def respond(
             action_details=None if response.action_result is None else response.action_result.details,
             options=question_options(step.content),
         )
-        append_message(db, session, active.id if active else None, "user", text)
+        await commit_answer(db, caller, session, step, response, text, active, now)
         history.append(Message.user(text))
-        if active is not None:
-            active.findings = branching.with_finding(
-                active.findings, branching.finding_line(str(step.content.get("text", "")), text)
-            )
-    session.current_step_id = None
-    session.awaiting_generation = True
-    session.generation_error = None
-    await commit(db)
     return await generate(db, deps, session, history, branches, step)
 
 

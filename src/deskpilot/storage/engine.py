@@ -11,6 +11,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 
+from deskpilot.storage import sqlite
 from deskpilot.storage.tenancy import ALL_ACCOUNTS, SCOPE_KEY
 
 
@@ -44,7 +45,9 @@ def make_engine(
     options = dict(pool_options or {})
     if url.startswith("sqlite"):
         own_reset = "pool_reset_on_return" not in options
-        engine = create_async_engine(url, echo=echo, **{"pool_reset_on_return": None, **options})
+        engine = create_async_engine(
+            url, echo=echo, async_creator=sqlite.creator(url), **{"pool_reset_on_return": None, **options}
+        )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         if own_reset:
             event.listen(engine.sync_engine, "reset", _sqlite_reset)
