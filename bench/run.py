@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
 
-BENCHMARKS = ("bench.bench_llm", "bench.bench_jobs", "bench.bench_pilot", "bench.bench_markers")
+BENCHMARKS = ("bench.bench_llm", "bench.bench_jobs", "bench.bench_pilot", "bench.bench_markers", "bench.bench_chat")
 RESULTS = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
 

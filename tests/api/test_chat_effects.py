@@ -262,3 +262,27 @@ async def test_invalid_tool_arguments_are_never_put_to_a_human(chat: ChatApp) ->
     refused = next(p["data"] for p in turn["parts"] if p["type"] == "data-tool-calls-refused")
     assert refused[0]["name"] == "post_ticket_note"
     assert (await get(chat, "/approvals"))["items"] == []
+
+
+async def test_ss042_approve_always_runs_later_calls_of_that_tool_without_asking(chat: ChatApp) -> None:
+    chat_id = await chat.new_chat()
+    interrupt = await _paused(chat, chat_id)
+    approval_id = interrupt["action_requests"][0]["approval_id"]
+    assert "approve_always" in interrupt["review_configs"][0]["allowed_decisions"]
+    chat.model.add("Posted.")
+    resumed = await chat.http.post(
+        f"{API}/sessions/{chat_id}/resume",
+        json={"decisions": [{"request_id": approval_id, "decision": "approve_always"}]},
+        headers=chat.a.headers(Role.ENGINEER),
+    )
+    assert resumed.json()["status"] == "complete"
+    # The next call of the same tool runs in the turn, then the model goes on with its result.
+    second = {**NOTE, "text": "Follow-up: the user confirmed."}
+    chat.model.add(Reply(text="Posting the follow-up.", tool_calls=(tool_call("post_ticket_note", second),)),
+                   "Both notes are on the ticket.")
+    turn = await chat.send(chat_id, "add the follow-up too")
+    assert turn["status"] == "complete"
+    assert turn["content"] == "Posting the follow-up.\n\nBoth notes are on the ticket."
+    assert chat.model.seen[-1][-1].role == "tool"
+    decided = (await get(chat, f"/approvals?status=executed&session_id={chat_id}"))["items"]
+    assert len(decided) == 2

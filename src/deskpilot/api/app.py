@@ -61,7 +61,6 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     app.include_router(psa_routes.router)
     app.include_router(usage_routes.router)
     app.include_router(notification_routes.router)
-    # Before the Pilot's: POST /sessions/{id}/resume serves both kinds of session (chat approvals first).
     app.include_router(chat_routes.router)
     app.include_router(pilot_routes.router)
     app.include_router(diagnosis_routes.router)

@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from deskpilot.approvals import service as approvals
-from deskpilot.approvals.models import SourceKind
-from deskpilot.approvals.schemas import ResumeDecision
+from deskpilot.approvals.models import Decision, SourceKind
+from deskpilot.approvals.schemas import InterruptRequest, ResumeDecision
 from deskpilot.chat import prompts
 from deskpilot.chat.events import ChatEvent, ForkEvent
 from deskpilot.chat.models import ChatTurn
@@ -19,6 +19,7 @@ from deskpilot.chat.stream import data_part
 from deskpilot.chat.tools import TOOLS_BY_NAME, ToolDeps
 from deskpilot.diagnosis import service as diagnosis
 from deskpilot.errors import DeskpilotError
+from deskpilot.events.audit import Actor
 from deskpilot.llm import Message, ToolCall, ToolContext
 from deskpilot.pilot import branches as branching
 from deskpilot.pilot.access import Caller
@@ -131,34 +132,105 @@ async def request_approvals(
     A call whose arguments do not fit its tool is never put to a human: it is listed as refused, and a turn
     with nothing left to approve does not pause.
     """
-    actions: list[dict[str, Any]] = []
+    pending = []
     refused: list[dict[str, str]] = []
     for call in calls:
-        tool = TOOLS_BY_NAME[call.name]
         try:
-            request = await approvals.request_approval(
-                db, session.account_id, tool=tool, tool_call_id=call.id, arguments=call.arguments,
-                source_kind=SourceKind.CHAT, source_id=turn.id, session_id=session.id,
-                requested_by_id=caller.user_id,
-            )
+            pending.append(await approvals.request_approval(
+                db, session.account_id, tool=TOOLS_BY_NAME[call.name], tool_call_id=call.id, arguments=call.arguments,
+                source_kind=SourceKind.CHAT, source_id=turn.id, session_id=session.id, requested_by_id=caller.user_id,
+            ))
         except DeskpilotError as e:
             refused.append({"name": call.name, "tool_call_id": call.id, "error": str(e)})
-            continue
-        actions.append({
-            "name": call.name, "args": request.arguments, "approval_id": str(request.id),
-            "tool_call_id": call.id, "summary": request.summary, "expires_at": request.expires_at.isoformat(),
-        })
-    if not actions:
+    if not pending:
         return data_part("tool-calls-refused", refused), False
-    return data_part("interrupt-request", {
-        "action_requests": actions,
-        "review_configs": [
-            {"action_name": name, "allowed_decisions": ["approve", "edit", "reject", "approve_always"]}
-            for name in sorted({a["name"] for a in actions})
-        ],
-        "interrupt_type": "approval",
-        "context": {"chat_turn_id": str(turn.id), "refused": refused},
-    }), True
+    interrupt = InterruptRequest.of(pending, message="The assistant wants to run these; approve, edit or reject")
+    interrupt.context.update(chat_turn_id=str(turn.id), refused=refused)
+    return data_part("interrupt-request", interrupt.model_dump(mode="json")), True
+
+
+async def _run_claimed(
+    db: AsyncSession, session: PilotSession, claimed: approvals.ClaimedCall, deps: ToolDeps
+) -> str:
+    """Run one claimed call and record how it ended; the text the model gets back."""
+    tool = TOOLS_BY_NAME.get(claimed.tool_name)
+    if tool is None:
+        await approvals.record_execution(db, session.account_id, claimed.request_id, error="unknown tool")
+        await db.commit()
+        return "Not run: this tool no longer exists."
+    call = ToolCall(claimed.tool_call_id, claimed.tool_name, claimed.arguments_json)
+    try:
+        text = await tool.run(
+            tool.validate(claimed.arguments_json),
+            ToolContext(deps=deps, account_id=session.account_id, call=call, step=1),
+        )
+    except Exception as e:
+        logger.warning("approved chat tool %s failed", claimed.tool_name, exc_info=True)
+        await approvals.record_execution(db, session.account_id, claimed.request_id, error=str(e)[:500])
+        text = f"The tool failed: {type(e).__name__}"
+    else:
+        await approvals.record_execution(db, session.account_id, claimed.request_id, result=text[:4000])
+    await db.commit()
+    return text
+
+
+async def _run_approved(
+    db: AsyncSession, session: PilotSession, to_run: Sequence[Any], deps: ToolDeps
+) -> dict[str, str]:
+    """Claim and run each approved request once (a claim is a conditional UPDATE: never twice)."""
+    results: dict[str, str] = {}
+    for request in to_run:
+        claimed = await approvals.claim_for_execution(db, session.account_id, request.id)
+        await db.commit()
+        if claimed is not None:
+            results[claimed.tool_call_id] = await _run_claimed(db, session, claimed, deps)
+    return results
+
+
+def _continuation(text: str, requests: Sequence[Any], results: dict[str, str]) -> list[Message]:
+    """The paused reply with its calls (as they ran: edited arguments included) and one result per call."""
+    calls: list[ToolCall] = []
+    replies: list[Message] = []
+    for request in requests:
+        arguments = request.edited_arguments if request.edited_arguments is not None else request.arguments
+        call = ToolCall(request.tool_call_id, request.tool_name, approvals.canonical_json(arguments))
+        calls.append(call)
+        if request.tool_call_id in results:
+            replies.append(Message.tool_result(call, results[request.tool_call_id]))
+        else:
+            why = request.reason or "the engineer did not approve it"
+            replies.append(Message.tool_result(call, f"Not run: {why}.", is_error=True))
+    return [Message.assistant(text, tuple(calls)), *replies]
+
+
+async def run_granted(
+    db: AsyncSession, session: PilotSession, caller: Caller, turn_id: uuid.UUID, text: str,
+    calls: Sequence[ToolCall], deps: ToolDeps,
+) -> list[Message] | None:
+    """Calls of tools approved for the rest of this chat run at once; None when one of them is not granted.
+
+    Each still goes through an approval request decided by the standing grant, so the inbox and the audit log
+    show every run.
+    """
+    for call in calls:
+        if not await approvals.has_grant(db, session.account_id, session.id, call.name):
+            return None
+    requests = []
+    for call in calls:
+        try:
+            request = await approvals.request_approval(
+                db, session.account_id, tool=TOOLS_BY_NAME[call.name], tool_call_id=call.id, arguments=call.arguments,
+                source_kind=SourceKind.CHAT, source_id=turn_id, session_id=session.id, requested_by_id=caller.user_id,
+            )
+        except DeskpilotError:
+            return None  # invalid arguments: the normal path refuses them
+        decided = await approvals.decide(
+            db, session.account_id, request.id, Decision.APPROVE, decided_by=Actor.system("standing approval"),
+            reason="approved for the rest of this chat",
+        )
+        requests.append(decided.request)
+    await db.commit()
+    return _continuation(text, requests, await _run_approved(db, session, requests, deps))
 
 
 async def run_decisions(
@@ -171,48 +243,20 @@ async def run_decisions(
 ) -> list[Message]:
     """SS-042: route the decisions, run each approved call once, and return the messages that continue the turn.
 
-    Calls without a decision are rejected by the approvals service and never run; the model is told which
-    calls were rejected so it can carry on without them.
+    A call without a decision is rejected, unless its tool has a standing grant in this chat (approve_always
+    earlier): that decision was already given. The model is told which calls were rejected and why.
     """
+    decided = {d.request_id for d in decisions} | {d.tool_call_id for d in decisions}
+    implicit = [
+        ResumeDecision(request_id=r.id, decision=Decision.APPROVE)
+        for r in await approvals.list_source(db, session.account_id, paused.id)
+        if r.id not in decided and r.tool_call_id not in decided
+        and await approvals.has_grant(db, session.account_id, session.id, r.tool_name)
+    ]
     outcome = await approvals.decide_batch(
-        db, session.account_id, paused.id, decisions, decided_by=caller.actor,
+        db, session.account_id, paused.id, [*decisions, *implicit], decided_by=caller.actor,
         args_models={name: tool.args_model for name, tool in TOOLS_BY_NAME.items()},
     )
     await db.commit()
-    results: dict[str, str] = {}
-    for request in outcome.to_run:
-        claimed = await approvals.claim_for_execution(db, session.account_id, request.id)
-        await db.commit()
-        if claimed is None:
-            continue
-        tool = TOOLS_BY_NAME.get(claimed.tool_name)
-        if tool is None:
-            await approvals.record_execution(db, session.account_id, claimed.request_id, error="unknown tool")
-            await db.commit()
-            continue
-        call = ToolCall(claimed.tool_call_id, claimed.tool_name, claimed.arguments_json)
-        try:
-            text = await tool.run(tool.validate(claimed.arguments_json), ToolContext(
-                deps=deps, account_id=session.account_id, call=call, step=1))
-        except Exception as e:
-            logger.warning("approved chat tool %s failed", claimed.tool_name, exc_info=True)
-            await approvals.record_execution(db, session.account_id, claimed.request_id, error=str(e)[:500])
-            results[claimed.tool_call_id] = f"The tool failed: {type(e).__name__}"
-        else:
-            await approvals.record_execution(db, session.account_id, claimed.request_id, result=text[:4000])
-            results[claimed.tool_call_id] = text
-        await db.commit()
-    calls: list[ToolCall] = []
-    replies: list[Message] = []
-    for request in outcome.requests:
-        # The model sees the call as it ran: with the engineer's edits, if any.
-        arguments = request.edited_arguments if request.edited_arguments is not None else request.arguments
-        call = ToolCall(request.tool_call_id, request.tool_name, approvals.canonical_json(arguments))
-        calls.append(call)
-        if request.tool_call_id in results:
-            replies.append(Message.tool_result(call, results[request.tool_call_id]))
-        else:
-            why = request.reason or "the engineer did not approve it"
-            replies.append(Message.tool_result(call, f"Not run: {why}.", is_error=True))
-    return [Message.assistant(paused.content, tuple(calls)), *replies]
-
+    results = await _run_approved(db, session, outcome.to_run, deps)
+    return _continuation(paused.content, outcome.requests, results)

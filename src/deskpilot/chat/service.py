@@ -70,6 +70,9 @@ SUGGESTED_FLOWS: Final = 3
 SIMILAR_SESSIONS: Final = 3
 TEMPLATES_IN_PROMPT: Final = 10
 HISTORY_MESSAGES: Final = 60
+# Rounds of tool calls approved for the rest of the chat (approve_always) that one turn runs before it stops.
+MAX_GRANTED_ROUNDS: Final = 3
+KNOWLEDGE_KEY: Final = "knowledge"
 _MARKUP_CHARS: Final = ("[", "`", "~")
 
 
@@ -363,7 +366,9 @@ async def send_message(
     stream = deps.streams.open(turn.id)
     stream.emit(
         *frames.opening_parts(assistant.id, turn.id),
-        frames.data_part("user-message-id", {"message_id": str(user.id), "turn_id": str(turn.id)}),
+        # The text too: a second tab following this turn (after its own THREAD_BUSY) can show the message.
+        frames.data_part("user-message-id", {"message_id": str(user.id), "turn_id": str(turn.id),
+                                             "text": user.content}),
         frames.data_part("assistant-message-id", {"message_id": str(assistant.id), "turn_id": str(turn.id)}),
         frames.thinking_part(text),
     )
@@ -444,6 +449,7 @@ class _Outcome:
     parts: list[dict[str, Any]] = field(default_factory=list)
     tool_calls: tuple[ToolCall, ...] = ()
     title: str | None = None
+    knowledge: tuple[list[str], list[dict[str, Any]]] | None = None
 
 
 def _shown(raw: str) -> str:
@@ -465,10 +471,22 @@ def _emit_text(stream: TurnStream, outcome: _Outcome) -> None:
     stream.emit({"type": "text-delta", "id": frames.TEXT_PART_ID, "delta": delta})
 
 
-async def _context(
-    deps: ChatDeps, plan: TurnPlan
-) -> tuple[list[Message], list[dict[str, Any]], prompts.SessionFacts]:
-    """Read what the prompt needs (conversation, session state, knowledge) and end the read at once."""
+@dataclass(slots=True)
+class _Context:
+    """What the turn read before asking the model."""
+
+    history: list[Message]
+    state: prompts.SessionFacts
+    team_id: uuid.UUID | None
+    domain: str | None
+    siblings: str = ""
+    revival: str | None = None
+    # Retrieval of an earlier turn, kept on the session: (prompt snippets, suggested flows).
+    knowledge: tuple[list[str], list[dict[str, Any]]] | None = None
+
+
+async def _read(deps: ChatDeps, plan: TurnPlan) -> _Context:
+    """Read the conversation and the session's state in one short transaction."""
     async with deps.database.session(plan.account_id) as db:
         session = await db.get(PilotSession, plan.session_id)
         if session is None:
@@ -479,20 +497,30 @@ async def _context(
             for m in await _conversation(db, session, branch, before_seq=plan.history_before)
             if m.role in ("user", "assistant") and m.content
         ]
-        state = await effects.session_state(db, session)
-        flows = await knowledge.find_matches(db, plan.account_id, plan.text, session.problem_domain,
-                                             limit=SUGGESTED_FLOWS, team_id=session.team_id)
-        alike = await similar.find_similar(
-            db, account_id=plan.account_id, session_id=session.id, intake={"text": plan.text},
-            problem_summary=None, problem_domain=session.problem_domain, limit=SIMILAR_SESSIONS,
-        )
-        templates = await knowledge.top_templates_for_prompt(db, session.team_id, limit=TEMPLATES_IN_PROMPT)
-        siblings, revival = "", None
+        context = _Context(history=history, state=await effects.session_state(db, session),
+                           team_id=session.team_id, domain=session.problem_domain)
         if branch is not None and session.is_branching:
             all_branches = await branching.load_branches(db, session.id)
-            siblings = branching.sibling_summary(branching.siblings_for(branch, all_branches))
+            context.siblings = branching.sibling_summary(branching.siblings_for(branch, all_branches))
             if branch.status == "revived" and branch.findings:
-                revival = branch.findings[-1]
+                context.revival = branch.findings[-1]
+        cached = (session.intake or {}).get(KNOWLEDGE_KEY)
+        if isinstance(cached, dict):
+            context.knowledge = (list(cached.get("snippets") or []), list(cached.get("suggested") or []))
+    return context
+
+
+async def _retrieve(deps: ChatDeps, plan: TurnPlan, context: _Context) -> tuple[list[str], list[dict[str, Any]]]:
+    """UC-005: runbooks, similar resolved sessions and script templates for this message: prompt snippets and
+    the suggested flows."""
+    async with deps.database.session(plan.account_id) as db:
+        flows = await knowledge.find_matches(db, plan.account_id, plan.text, context.domain,
+                                             limit=SUGGESTED_FLOWS, team_id=context.team_id)
+        alike = await similar.find_similar(
+            db, account_id=plan.account_id, session_id=plan.session_id, intake={"text": plan.text},
+            problem_summary=None, problem_domain=context.domain, limit=SIMILAR_SESSIONS,
+        )
+        templates = await knowledge.top_templates_for_prompt(db, context.team_id, limit=TEMPLATES_IN_PROMPT)
     snippets = [f"Runbook “{f.name}” (match {f.score:.2f}): {'; '.join(f.reasons)}" for f in flows]
     snippets += [
         f"Resolved earlier: {s.problem_summary or 'a similar problem'} — {s.resolution_summary or 'no summary'}"
@@ -502,9 +530,21 @@ async def _context(
         f"Script template `{t.slug}` ({t.language}): {t.name}. {t.description} Parameters: {', '.join(t.parameters)}"
         for t in templates
     ]
-    system = prompts.system_prompt(state, snippets, siblings=siblings, revival=revival)
     suggested = [{"flow_id": str(f.flow_id), "name": f.name, "score": round(f.score, 3)} for f in flows]
-    return [Message.system(system), *history], suggested, state
+    return snippets, suggested
+
+
+async def _refresh_knowledge(deps: ChatDeps, plan: TurnPlan, context: _Context, stream: TurnStream,
+                             outcome: _Outcome) -> None:
+    """Retrieval for this message while the model answers: suggested flows now, prompt snippets next turn."""
+    try:
+        snippets, suggested = await _retrieve(deps, plan, context)
+    except Exception:
+        logger.warning("chat turn %s: knowledge retrieval failed", plan.turn_id, exc_info=True)
+        return
+    outcome.knowledge = (snippets, suggested)
+    if suggested:
+        stream.emit(frames.data_part("suggested-flows", suggested))
 
 
 async def _make_title(llm: LLM, plan: TurnPlan) -> str | None:
@@ -529,36 +569,62 @@ def _title_ready(task: asyncio.Task[str | None] | None, stream: TurnStream, outc
 
 
 async def _run_turn(deps: ChatDeps, plan: TurnPlan, stream: TurnStream) -> None:
-    """The turn task: context, streamed model reply, markers and tools, then the shielded finalize (SS-040)."""
+    """The turn task: context, streamed model reply, markers and tools, then the shielded finalize (SS-040).
+
+    Knowledge retrieval is on the way to the first token only when the chat has none yet (its first turn):
+    later turns use the snippets kept from the turn before and retrieve for the new message while the model
+    answers, so suggested flows still follow the conversation.
+    """
     outcome = _Outcome()
     title_task: asyncio.Task[str | None] | None = None
+    refresh: asyncio.Task[None] | None = None
     try:
-        messages, suggested, _ = await _context(deps, plan)
-        if suggested:
-            stream.emit(frames.data_part("suggested-flows", suggested))
+        context = await _read(deps, plan)
+        if context.knowledge is None:
+            await _refresh_knowledge(deps, plan, context, stream, outcome)
+            snippets = outcome.knowledge[0] if outcome.knowledge else []
+        else:
+            snippets = context.knowledge[0]
+            refresh = asyncio.create_task(_refresh_knowledge(deps, plan, context, stream, outcome))
         if plan.first_turn:
             title_task = asyncio.create_task(_make_title(deps.llm, plan))
+        system = prompts.system_prompt(context.state, snippets, siblings=context.siblings, revival=context.revival)
+        messages = [Message.system(system), *context.history]
         messages += [Message.user(plan.text)] if not plan.continuation else plan.continuation
-        context = CallContext(
+        call_context = CallContext(
             subject_type=SUBJECT_TYPE, subject_id=plan.session_id,
             thread=str(plan.branch_id) if plan.branch_id else None,
         )
-        async with deps.llm.stream(
-            Purpose.CHAT, messages, account_id=plan.account_id, context=context,
-            tools=(*CHAT_TOOLS, *CHAT_EVENT_TOOLS),
-        ) as reply:
-            async for delta in reply:
-                outcome.raw += delta
-                _emit_text(stream, outcome)
-                _title_ready(title_task, stream, outcome, plan)
-        result = reply.result
-        outcome.model = result.usage.model
-        outcome.input_tokens, outcome.output_tokens = result.usage.input_tokens, result.usage.output_tokens
-        outcome.tool_calls = result.tool_calls
+        for round_ in range(MAX_GRANTED_ROUNDS + 1):
+            async with deps.llm.stream(
+                Purpose.CHAT, messages, account_id=plan.account_id, context=call_context,
+                tools=(*CHAT_TOOLS, *CHAT_EVENT_TOOLS),
+            ) as reply:
+                async for delta in reply:
+                    outcome.raw += delta
+                    _emit_text(stream, outcome)
+                    _title_ready(title_task, stream, outcome, plan)
+            result = reply.result
+            outcome.model = result.usage.model
+            outcome.input_tokens += result.usage.input_tokens
+            outcome.output_tokens += result.usage.output_tokens
+            outcome.tool_calls = result.tool_calls
+            actions = [c for c in result.tool_calls if c.name in TOOLS_BY_NAME]
+            if not actions or round_ == MAX_GRANTED_ROUNDS:
+                break
+            ran = await _run_granted(deps, plan, result.value, actions)
+            if ran is None:
+                break
+            # Calls the engineer approved for this chat ran; the model continues with their results.
+            messages += ran
+            outcome.raw += "\n\n"
+            outcome.tool_calls = ()
         outcome.status = "complete"
         if title_task is not None:
             await asyncio.wait({title_task}, timeout=TITLE_WAIT_S)
             _title_ready(title_task, stream, outcome, plan)
+        if refresh is not None:
+            await refresh
     except asyncio.CancelledError:
         outcome.status = "interrupted"
         outcome.error = ("TURN_CANCELLED", "The server stopped during this turn; the reply so far is kept")
@@ -571,10 +637,20 @@ async def _run_turn(deps: ChatDeps, plan: TurnPlan, stream: TurnStream) -> None:
         outcome.status = "failed"
         outcome.error = ("SERVER_ERROR", "The turn failed on the server; the message is kept, send it again")
     finally:
-        if title_task is not None and not title_task.done():
-            title_task.cancel()
+        for task in (title_task, refresh):
+            if task is not None and not task.done():
+                task.cancel()
         with anyio.CancelScope(shield=True):
             await _finalize(deps, plan, stream, outcome)
+
+
+async def _run_granted(deps: ChatDeps, plan: TurnPlan, text: str, calls: Sequence[ToolCall]) -> list[Message] | None:
+    async with deps.database.session(plan.account_id) as db:
+        session = await db.get(PilotSession, plan.session_id)
+        if session is None:
+            return None
+        tool_deps = ToolDeps(db=db, secrets=deps.secrets, session_id=session.id, http_client=deps.http_client)
+        return await effects.run_granted(db, session, plan.caller, plan.turn_id, text, calls, tool_deps)
 
 
 async def _finalize(deps: ChatDeps, plan: TurnPlan, stream: TurnStream, outcome: _Outcome) -> None:
@@ -633,6 +709,9 @@ async def _store(db: AsyncSession, deps: ChatDeps, plan: TurnPlan, outcome: _Out
     outcome.parts.append(frames.data_part("token-usage", usage))
     if outcome.title:
         session.title = outcome.title
+    if outcome.knowledge is not None:
+        snippets, suggested = outcome.knowledge
+        session.intake = {**(session.intake or {}), KNOWLEDGE_KEY: {"snippets": snippets, "suggested": suggested}}
     session.total_input_tokens += outcome.input_tokens
     session.total_output_tokens += outcome.output_tokens
     turn.status = outcome.status if outcome.status != "running" else "interrupted"

@@ -13,6 +13,7 @@ from rich.console import Console
 from rich.table import Table
 
 from deskpilot import __version__
+from deskpilot.cli.chat import chat_command
 from deskpilot.cli.knowledge import knowledge_app
 from deskpilot.cli.pilot import pilot_command
 from deskpilot.errors import DeskpilotError
@@ -31,6 +32,7 @@ admin_app.add_typer(token_app, name="token")
 app.add_typer(llm_app, name="llm")
 app.add_typer(knowledge_app, name="knowledge")
 app.command("pilot")(pilot_command)
+app.command("chat")(chat_command)
 
 console = Console()
 err_console = Console(stderr=True)

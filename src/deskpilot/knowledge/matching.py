@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import uuid
 from collections.abc import Iterable, Sequence
@@ -47,6 +48,8 @@ _STOPWORDS_TEXT = """a about after again all also am an and any are as at be bee
     thanks thank anyone someone something anything"""
 STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
 
+# Flows' search texts (name+keywords, body) of a few hundred runbooks fit; each entry is one small frozenset.
+STEMS_CACHE_TEXTS = 2048
 _WORD = re.compile(r"[^\W_]+")
 
 
@@ -77,11 +80,14 @@ def query_words(text: str) -> list[str]:
     return list(words)
 
 
-def stems(text: str) -> set[str]:
-    return {stem(w) for w in _WORD.findall(text.lower()) if len(w) >= 2}
+@functools.lru_cache(maxsize=STEMS_CACHE_TEXTS)
+def stems(text: str) -> frozenset[str]:
+    """The stemmed vocabulary of a text. Cached: a flow's search text is scored against every query that finds
+    it, and re-stemming it each time was most of a match's CPU (bench/bench_chat.py)."""
+    return frozenset(stem(w) for w in _WORD.findall(text.lower()) if len(w) >= 2)
 
 
-def _found(term: str, vocabulary: set[str]) -> float:
+def _found(term: str, vocabulary: frozenset[str]) -> float:
     """1 for an exact term, PREFIX_FACTOR when it only matches as a prefix either way, else 0."""
     if term in vocabulary:
         return 1.0

@@ -84,7 +84,7 @@ class Candidate:
     rank: float  # the engine's relevance, ≥ 0, higher is better; comparable only within one search
 
 
-def _found(term: str, vocabulary: set[str]) -> float:
+def _found(term: str, vocabulary: frozenset[str]) -> float:
     if term in vocabulary:
         return 1.0
     if len(term) >= PREFIX_MIN and any(

@@ -152,7 +152,7 @@ async def reconnect(
 
 
 @router.post("/sessions/{session_id}/resume", response_model=None, responses=_STREAM_RESPONSES)
-async def resume(
+async def resume_session(
     session_id: uuid.UUID,
     request: Request,
     principal: EngineerDep,

@@ -206,9 +206,8 @@ async def pause_session(session_id: uuid.UUID, principal: EngineerDep, session: 
     return await service.pause(session, pilot_caller(principal), session_id)
 
 
-@router.post("/sessions/{session_id}/resume")
-async def resume_session(session_id: uuid.UUID, principal: EngineerDep, session: SessionDep) -> SessionSummary:
-    return await service.resume(session, pilot_caller(principal), session_id)
+# POST /sessions/{session_id}/resume is served by api/routes/chat.py for both kinds of session: a chat's resume
+# may carry approval decisions, a guided session's is the FP-031 lifecycle action (pilot.service.resume).
 
 
 @router.post("/sessions/{session_id}/abandon")

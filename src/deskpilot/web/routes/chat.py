@@ -1,14 +1,15 @@
 """Chat pages: the engineer's chats, and one chat with its streamed replies, task lane, facts, fix and approvals.
 
 The page is rendered with the chat's state as it is stored; `static/js/chat.js` then talks to the chat API
-(`/api/v1/sessions/{id}/messages`, `/stream`, `/resume` and the diagnosis endpoints) with the session cookie and
-the page's CSRF token, and keeps the panels up to date from the stream's data parts.
+(`/api/v1/sessions/{id}/messages`, `/stream`, `/resume`, the diagnosis endpoints, `/api/v1/chats/{id}` and its
+`/branches…`) with the session cookie and the page's CSRF token, and keeps the panels up to date from the stream's
+data parts.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, Final, Literal
 
 from fastapi import APIRouter
@@ -20,10 +21,7 @@ from deskpilot.chat.schemas import ChatCreate, ChatDetail, TurnOut
 from deskpilot.diagnosis import service as diagnosis
 from deskpilot.errors import DeskpilotError, NotFound, PermissionDenied
 from deskpilot.identity.models import Role
-from deskpilot.pilot import branches as branching
 from deskpilot.pilot.lifecycle import Action
-from deskpilot.pilot.models import PilotSession
-from deskpilot.pilot.schemas import BranchNode
 from deskpilot.web.console import Console, ConsoleDep
 from deskpilot.web.rendering import render, templates
 from deskpilot.web.routes.pilot import readable
@@ -113,26 +111,10 @@ def _part(turn: TurnOut | None, name: str) -> Any:
     return turn.part(name) if turn is not None else None
 
 
-def _flatten(nodes: Iterable[BranchNode], depth: int = 0) -> Iterable[dict[str, Any]]:
-    for node in nodes:
-        yield {
-            "branch_id": str(node.id),
-            "label": node.label,
-            "status": node.status,
-            "active": node.is_active,
-            "depth": depth,
-            "main": node.parent_branch_id is None,
-        }
-        yield from _flatten(node.children, depth + 1)
-
-
 async def _branches(console: Console, session_id: uuid.UUID) -> list[dict[str, Any]]:
-    # GET /api/v1/sessions/{id}/branches serves guided sessions only; the chat page reads the same rows here.
-    session = await console.session.get(PilotSession, session_id)
-    if session is None or not session.is_branching:
-        return []
-    rows = await branching.load_branches(console.session, session.id)
-    return list(_flatten(branching.build_tree(rows, session.active_branch_id)))
+    """The branch tree as `GET /api/v1/chats/{id}/branches` serves it (empty until the first fork)."""
+    tree = await service.branch_tree(console.session, pilot_caller(console.principal), session_id)
+    return [node.model_dump(mode="json") for node in tree]
 
 
 async def _initial_state(console: Console, detail: ChatDetail) -> dict[str, Any]:

@@ -1,6 +1,7 @@
 // deskpilot Chat page: sends messages, reads the reply as an AI SDK UI message stream (fetch + a small SSE
 // parser that remembers the last event id), and keeps the task lane, "What we know", the suggested fix, branches,
-// suggested runbooks and approval cards up to date from the stream's data parts.
+// suggested runbooks and approval cards up to date from the stream's data parts. The branch sidebar switches,
+// marks and revives branches (/chats/{id}/branches…) and then shows the active branch's conversation.
 // Model text is only ever set with textContent: nothing the model writes becomes markup.
 (function () {
   "use strict";
@@ -162,6 +163,7 @@
     root.setAttribute("data-busy", busy ? "true" : "false");
     if (els.input) els.input.disabled = busy || !isOpen;
     if (els.send) els.send.disabled = busy || !isOpen;
+    setBranchControls();
   }
 
   function paint() {
@@ -181,11 +183,20 @@
     return bubble;
   }
 
+  // A turn this page did not start (another tab's, or one running before a reload): its user message, unless
+  // the page shows it already, goes before the reply being followed.
+  function showFollowedMessage(data) {
+    if (!data || !data.message_id || typeof data.text !== "string" || findMessage(data.message_id)) return;
+    var item = addMessage("user", data.message_id, data.text);
+    if (turn.bubble && turn.bubble.parentNode === els.messages) els.messages.insertBefore(item, turn.bubble);
+  }
+
   function handlePart(part) {
     var data = part.data;
     switch (part.type) {
       case "start":
         // A (re)started message: a live stream from event 0 or a replay of the finished turn tells it whole.
+        if (state.session && state.session.status === "paused") state.session.status = "active";  // a message wakes it
         turn.bubble = bubbleFor(part.messageId);
         turn.text = "";
         paint();
@@ -195,6 +206,7 @@
         break;
       case "data-user-message-id":
         if (turn.pendingUser) { turn.pendingUser.setAttribute("data-message-id", data.message_id); turn.pendingUser = null; }
+        else showFollowedMessage(data);
         break;
       case "data-assistant-message-id":
         if (!turn.bubble) turn.bubble = bubbleFor(data.message_id);
@@ -707,45 +719,205 @@
     loadLane();
     loadFacts();
     loadFix();
+    loadBranches();
   }
 
-  // --- fork and branches --------------------------------------------------------------------------------
+  // --- fork and branches (GET/POST /chats/{id}/branches…) -----------------------------------------------
 
+  var BRANCH_STATUS = {
+    untried: "Untried", active: "In progress", dead_end: "Dead end", solved: "Solved", revived: "Reopened"
+  };
+  var OPEN_BRANCH = { untried: true, active: true, revived: true };
+  var branchWork = false;  // a switch, mark or revive is on its way
+
+  // Every node of the tree, depth first, with its depth (the tree is {id, parent_branch_id, ..., children}).
+  function eachBranch(nodes, visit, depth) {
+    (nodes || []).forEach(function (node) {
+      visit(node, depth || 0);
+      eachBranch(node.children, visit, (depth || 0) + 1);
+    });
+  }
+
+  function findBranch(id) {
+    var found = null;
+    eachBranch(state.branches, function (node) { if (node.id === id) found = node; });
+    return found;
+  }
+
+  function activeBranch() {
+    var found = null;
+    eachBranch(state.branches, function (node) { if (node.is_active) found = node; });
+    return found;
+  }
+
+  function chatIsActive() { return !!(state.session && state.session.status === "active"); }
+
+  function newBranch(id, parentId, label, status, forkPointId) {
+    return { id: id, parent_branch_id: parentId, fork_point_id: forkPointId || null, label: label, description: "",
+             status: status, is_active: false, findings: [], children: [] };
+  }
+
+  // The fork part names the new branches; the tree is read again from the server when the turn is over.
   function applyFork(fork) {
     if (!fork) return;
+    var options = fork.branches || [];
     clear(els.fork);
     els.fork.hidden = false;
     els.fork.appendChild(el("strong", null, "Several explanations fit. "));
     if (fork.fork_reason) els.fork.appendChild(el("span", "fork-reason", fork.fork_reason + " "));
-    var labels = (fork.branches || []).map(function (b) { return b.label; });
+    var labels = options.map(function (b) { return b.label; });
     if (labels.length) els.fork.appendChild(el("span", null, "Branches: " + labels.join(", ") + ". "));
-    var active = (fork.branches || []).find(function (b) { return b.branch_id === fork.active_branch_id; });
+    var active = options.find(function (b) { return b.branch_id === fork.active_branch_id; });
     if (fork.switched && active) els.fork.appendChild(el("span", null, "Now working on: " + active.label + "."));
-    var known = {};
-    state.branches.forEach(function (b) { known[b.branch_id] = b; b.active = b.branch_id === fork.active_branch_id; });
-    if (!state.branches.length) state.branches.push({ branch_id: fork.active_branch_id, label: "Main path", main: true, depth: 0,
-                                                      active: !fork.switched, status: "active" });
-    (fork.branches || []).forEach(function (b) {
-      if (known[b.branch_id]) return;
-      state.branches.push({ branch_id: b.branch_id, label: b.label, depth: 1, status: "untried",
-                            active: b.branch_id === fork.active_branch_id });
-    });
+    // A fork on the main path keeps it active; one inside a branch forks that branch and moves to its first child.
+    var parent = fork.switched ? activeBranch() : findBranch(fork.active_branch_id);
+    if (!parent && !fork.switched && !state.branches.length) {
+      parent = newBranch(fork.active_branch_id, null, "Main line", "active", null);
+      state.branches.push(parent);
+    }
+    if (parent) {
+      options.forEach(function (b) {
+        if (findBranch(b.branch_id)) return;
+        var status = fork.switched && b.branch_id === fork.active_branch_id ? "active" : "untried";
+        parent.children.push(newBranch(b.branch_id, parent.id, b.label, status, fork.fork_point_id));
+      });
+      if (fork.switched && parent.status === "active") parent.status = "untried";
+    }
+    eachBranch(state.branches, function (node) { node.is_active = node.id === fork.active_branch_id; });
     renderBranches();
   }
 
   function renderBranches() {
     clear(els.branchList);
     els.branches.hidden = !state.branches.length;
-    state.branches.forEach(function (b) {
-      var li = el("li", "branch chat-branch" + (b.active ? " is-active" : ""));
-      li.setAttribute("data-depth", String(Math.min(b.depth || 0, 4)));
-      var row = el("div", "branch-row");
-      row.appendChild(el("span", "branch-label", b.main ? "Main path" : b.label));
-      if (b.status && !b.main) row.appendChild(el("span", "pill pill-branch-" + b.status, b.status.replace("_", " ")));
-      if (b.active) row.appendChild(el("span", "pill pill-current", "You are here"));
-      li.appendChild(row);
-      els.branchList.appendChild(li);
+    eachBranch(state.branches, function (node, depth) { els.branchList.appendChild(branchItem(node, depth)); });
+    var current = activeBranch();
+    els.branches.setAttribute("data-active-branch", current ? current.id : "");
+    setBranchControls();
+  }
+
+  function branchItem(node, depth) {
+    var main = !node.parent_branch_id;
+    var label = main ? "Main path" : node.label;
+    var li = el("li", "branch chat-branch branch-" + node.status + (node.is_active ? " is-active" : ""));
+    li.setAttribute("data-branch-id", node.id);
+    li.setAttribute("data-depth", String(Math.min(depth, 4)));
+    var row = el("div", "branch-row");
+    row.appendChild(el("span", "branch-label", label));
+    if (!main) row.appendChild(el("span", "pill pill-branch-" + node.status, BRANCH_STATUS[node.status] || node.status));
+    if (node.is_active) row.appendChild(el("span", "pill pill-current", "You are here"));
+    li.appendChild(row);
+    if (!main && node.description) li.appendChild(el("p", "branch-desc", node.description));
+    if (node.findings && node.findings.length) {
+      var details = el("details", "findings");
+      details.appendChild(el("summary", null, "Findings (" + node.findings.length + ")"));
+      var list = el("ul");
+      node.findings.forEach(function (finding) { list.appendChild(el("li", null, finding)); });
+      details.appendChild(list);
+      li.appendChild(details);
+    }
+    if (canWork && isOpen) {
+      var actions = branchActions(node, label, main);
+      if (actions.firstChild) li.appendChild(actions);
+    }
+    return li;
+  }
+
+  function branchActions(node, label, main) {
+    var box = el("div", "branch-actions");
+    var open = !!OPEN_BRANCH[node.status];
+    if (!node.is_active && open && chatIsActive()) {
+      box.appendChild(button("Switch", "btn-secondary", function () { branchCall(node, "switch"); }, "Switch to " + label));
+    }
+    if (main) return box;  // the main path is never marked
+    if (open) {
+      box.appendChild(button("Dead end", "btn-quiet", function () {
+        branchCall(node, "mark", { status: "dead_end" });
+      }, "Mark " + label + " a dead end"));
+      box.appendChild(button("Solved", "btn-quiet", function () {
+        branchCall(node, "mark", { status: "solved" });
+      }, "Mark " + label + " solved"));
+    } else if (node.status === "dead_end" && chatIsActive()) {
+      var details = el("details", "more revive");
+      details.appendChild(el("summary", null, "Revive with new evidence"));
+      var form = el("form", "stack chat-revive-form");
+      var id = "evidence-" + node.id;
+      var field = el("div", "field");
+      var lab = el("label", null, "New evidence");
+      lab.setAttribute("for", id);
+      var area = el("textarea");
+      area.id = id;
+      area.rows = 2;
+      area.required = true;
+      area.maxLength = 20000;
+      field.appendChild(lab);
+      field.appendChild(area);
+      form.appendChild(field);
+      var row = el("div");
+      var save = el("button", "btn btn-secondary btn-small", "Revive");
+      save.type = "submit";
+      save.setAttribute("aria-label", "Revive " + label);
+      row.appendChild(save);
+      form.appendChild(row);
+      form.addEventListener("submit", function (event) {
+        event.preventDefault();
+        var evidence = area.value.trim();
+        if (evidence) branchCall(node, "revive", { evidence: evidence });
+      });
+      details.appendChild(form);
+      box.appendChild(details);
+    }
+    return box;
+  }
+
+  // No branch change while a reply is written (the turn writes to the branch it started on) or another is sent.
+  function setBranchControls() {
+    var locked = turn.busy || branchWork;
+    Array.prototype.forEach.call(els.branchList.querySelectorAll("button, textarea"), function (control) {
+      control.disabled = locked;
     });
+  }
+
+  function branchCall(node, action, body) {
+    if (turn.busy || branchWork) return;
+    var before = activeBranch();
+    branchWork = true;
+    setBranchControls();
+    clearError();
+    api("POST", "/chats/" + sid + "/branches/" + node.id + "/" + action, body).then(function (tree) {
+      branchWork = false;
+      state.branches = Array.isArray(tree) ? tree : state.branches;
+      renderBranches();
+      var after = activeBranch();
+      if ((before && before.id) !== (after && after.id)) {
+        els.fork.hidden = true;  // the notice was about the branch the engineer has left
+        return loadConversation();
+      }
+    }, function (error) {
+      branchWork = false;
+      setBranchControls();
+      failed(error);
+    });
+  }
+
+  // The active branch's conversation: its ancestors' messages up to the fork, then its own (GET /chats/{id}).
+  function loadConversation() {
+    return api("GET", "/chats/" + sid).then(function (detail) {
+      if (!detail || turn.busy) return;
+      if (detail.session) state.session = detail.session;
+      clear(els.messages);
+      (detail.messages || []).forEach(function (m) {
+        if (m.role === "user" || m.content) addMessage(m.role === "user" ? "user" : "assistant", m.id, m.content);
+      });
+    }, failed);
+  }
+
+  function loadBranches() {
+    return api("GET", "/chats/" + sid + "/branches").then(function (tree) {
+      if (!Array.isArray(tree) || JSON.stringify(tree) === JSON.stringify(state.branches)) return;
+      state.branches = tree;
+      renderBranches();
+    }, function () { /* not served: the fork parts keep the list */ });
   }
 
   // --- approval cards (data-interrupt-request) ----------------------------------------------------------
