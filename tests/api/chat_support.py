@@ -100,10 +100,11 @@ class ChatApp:
 
 
 @asynccontextmanager
-async def chat_app(settings: Settings) -> AsyncIterator[ChatApp]:
+async def chat_app(settings: Settings, *, llm: LLM | None = None) -> AsyncIterator[ChatApp]:
+    """The app with a `ChatModel` as every purpose's model, or with `llm` (then `model` is unused)."""
     recorder = MemoryRecorder()
     model = ChatModel()
-    state = AppState.build(settings, llm=LLM.for_model(model, recorder=recorder))
+    state = AppState.build(settings, llm=llm or LLM.for_model(model, recorder=recorder))
     app = create_app(settings, state=state)
     async with app.router.lifespan_context(app):
         a = await make_tenant(state.db, "Acme IT")

@@ -286,3 +286,28 @@ async def test_ss042_approve_always_runs_later_calls_of_that_tool_without_asking
     assert chat.model.seen[-1][-1].role == "tool"
     decided = (await get(chat, f"/approvals?status=executed&session_id={chat_id}"))["items"]
     assert len(decided) == 2
+
+
+async def test_marking_branches_keeps_the_chat_on_an_open_line(chat: ChatApp) -> None:
+    chat_id = await chat.new_chat()
+    options = [{"label": "DNS"}, {"label": "DHCP"}]
+    chat.model.add("Two ideas." + block("FORK", {"fork_reason": "both fit", "options": options}))
+    fork = next(p["data"] for p in (await chat.send(chat_id, "No network on PC-7"))["parts"]
+                if p["type"] == "data-fork")
+    engineer = chat.a.headers(Role.ENGINEER)
+    root_id = (await chat.detail(chat_id))["session"]["active_branch_id"]
+    problem(await chat.http.post(f"{API}/chats/{chat_id}/branches/{root_id}/mark", json={"status": "dead_end"},
+                                 headers=engineer), 409, "branch_closed")
+    dns, dhcp = (b["branch_id"] for b in fork["branches"])
+    await chat.http.post(f"{API}/chats/{chat_id}/branches/{dns}/switch", headers=engineer)
+    marked = await chat.http.post(f"{API}/chats/{chat_id}/branches/{dns}/mark", json={"status": "dead_end"},
+                                  headers=engineer)
+    assert marked.status_code == 200, marked.text
+    # Closing the active branch moves the chat to the next open sibling.
+    assert (await chat.detail(chat_id))["session"]["active_branch_id"] == dhcp
+    revived = await chat.http.post(f"{API}/chats/{chat_id}/branches/{dns}/revive",
+                                   json={"evidence": "nslookup fails only on this VLAN"}, headers=engineer)
+    assert revived.status_code == 200, revived.text
+    chat.model.add("Then it is DNS after all.")
+    await chat.send(chat_id, "what now?")
+    assert "nslookup fails only on this VLAN" in chat.model.seen[-1][0].content  # UC-022 revival evidence

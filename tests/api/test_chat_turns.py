@@ -8,20 +8,17 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
-import httpx
 import pytest
 
-from deskpilot.api.app import create_app
-from deskpilot.api.state import AppState
 from deskpilot.chat.models import ChatTurn
 from deskpilot.identity.models import Role
 from deskpilot.llm import LLM, ProviderUnavailable
-from deskpilot.llm.testing import Reply
+from deskpilot.llm.fallback import FallbackModel
+from deskpilot.llm.testing import Reply, ScriptedModel
 from deskpilot.pilot.models import SessionMessage
 from deskpilot.settings import LLMSettings, Settings
-from tests.api.chat_support import API, SSE, ChatApp, chat_app, data_of, read_frames, text_of, types
+from tests.api.chat_support import API, SSE, ChatApp, ChatModel, chat_app, data_of, read_frames, text_of, types
 from tests.api.test_pilot_support import problem
-from tests.conftest import make_tenant
 from tests.tenancy import assert_invisible_to_other_account
 
 REPLY = (
@@ -36,6 +33,14 @@ REPLY = (
 async def chat(settings: Settings) -> AsyncIterator[ChatApp]:
     async with chat_app(settings) as running:
         yield running
+
+
+async def _model_asked(chat: ChatApp) -> None:
+    for _ in range(200):
+        if chat.model.requests:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the model was never asked")
 
 
 async def _wait_idle(chat: ChatApp, chat_id: str) -> dict[str, object]:
@@ -121,10 +126,7 @@ async def test_ss043_a_second_message_while_a_turn_runs_is_thread_busy(chat: Cha
     chat.model.hold = True
     chat.model.add("First answer, slowly.")
     first = asyncio.create_task(chat.send(chat_id, "first"))
-    for _ in range(100):
-        if chat.model.requests:
-            break
-        await asyncio.sleep(0.01)
+    await _model_asked(chat)
     busy = await chat.http.post(f"{API}/sessions/{chat_id}/messages", json={"text": "second"},
                                 headers=chat.a.headers(Role.ENGINEER))
     problem(busy, 409, "THREAD_BUSY")
@@ -200,10 +202,7 @@ async def test_reconnecting_with_last_event_id_gets_the_rest_of_a_live_turn(chat
     chat.model.hold = True
     chat.model.add("Part one and part two.")
     sender = asyncio.create_task(chat.stream(chat_id, "hello"))
-    for _ in range(200):
-        if chat.model.requests:
-            break
-        await asyncio.sleep(0.01)
+    await _model_asked(chat)
     await asyncio.sleep(0.05)
     headers = {**chat.a.headers(Role.ENGINEER), **SSE, "Last-Event-ID": "6"}
     resumed = asyncio.create_task(chat.http.get(f"{API}/sessions/{chat_id}/stream", headers=headers))
@@ -237,10 +236,7 @@ async def test_ss040_shutdown_mid_turn_stores_what_was_said_and_frees_the_chat(c
     chat.model.hold = True
     chat.model.add("Interrupted answer here")
     sender = asyncio.create_task(chat.send(chat_id, "hello"))
-    for _ in range(200):
-        if chat.model.requests:
-            break
-        await asyncio.sleep(0.01)
+    await _model_asked(chat)
     await asyncio.sleep(0.02)
     await chat.state.chat_streams.shutdown()
     turn = await sender
@@ -308,13 +304,22 @@ async def test_a_chat_is_invisible_to_other_accounts_and_other_engineers(chat: C
 
 
 async def test_without_an_llm_a_message_is_refused_before_anything_is_stored(settings: Settings) -> None:
-    state = AppState.build(settings, llm=LLM(LLMSettings()))
-    app = create_app(settings, state=state)
-    async with app.router.lifespan_context(app):
-        tenant = await make_tenant(state.db, "Acme IT")
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
-            headers = tenant.headers(Role.ENGINEER)
-            chat_id = (await http.post(f"{API}/chats", json={}, headers=headers)).json()["id"]
-            refused = await http.post(f"{API}/sessions/{chat_id}/messages", json={"text": "hi"}, headers=headers)
-            problem(refused, 503, "llm_not_configured")
-            assert (await http.get(f"{API}/chats/{chat_id}", headers=headers)).json()["messages"] == []
+    async with chat_app(settings, llm=LLM(LLMSettings())) as chat:
+        chat_id = await chat.new_chat()
+        refused = await chat.http.post(f"{API}/sessions/{chat_id}/messages", json={"text": "hi"},
+                                       headers=chat.a.headers(Role.ENGINEER))
+        problem(refused, 503, "llm_not_configured")
+        assert (await chat.detail(chat_id))["messages"] == []
+
+
+async def test_ss039_a_provider_failing_before_the_first_token_falls_back_once(settings: Settings) -> None:
+    overloaded = Reply(error=ProviderUnavailable("overloaded", model="test:primary"))
+    primary = ScriptedModel([overloaded, overloaded], name="test:primary")  # the reply, and the title
+    backup = ChatModel()
+    backup.add("From the backup model.")
+    async with chat_app(settings, llm=LLM.for_model(FallbackModel([primary, backup]))) as chat:
+        turn = await chat.send(await chat.new_chat(), "hi")
+    assert turn["status"] == "complete"
+    assert turn["content"] == "From the backup model."
+    assert sorted(r.stream for r in primary.requests) == [False, True]
+    assert len(backup.seen) == 1  # one fallback, before anything was streamed

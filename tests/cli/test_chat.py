@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import sqlite3
@@ -15,10 +14,6 @@ from starlette.responses import JSONResponse, Response
 from typer.testing import CliRunner, Result
 
 from deskpilot.cli.main import app
-from deskpilot.cli.sample_data import load_sample_data
-from deskpilot.security import passwords
-from deskpilot.storage import Database
-from tests.conftest import cheap_hasher
 from tests.fakes import FakeOpenAIServer, FakeToolCall, text_reply, tool_reply
 
 runner = CliRunner()
@@ -35,33 +30,15 @@ class ChatServer(FakeOpenAIServer):
 
 
 @pytest.fixture(scope="module")
-def chat_template(migrated_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("chat") / "demo.db"
-    shutil.copyfile(migrated_template, path)
-
-    async def load() -> None:
-        db = Database(f"sqlite+aiosqlite:///{path}")
-        try:
-            await load_sample_data(db)
-        finally:
-            await db.dispose()
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(passwords, "_hasher", cheap_hasher())
-        asyncio.run(load())
-    return path
-
-
-@pytest.fixture(scope="module")
 def fake_module() -> Iterator[ChatServer]:
     with ChatServer(api_key="test") as server:
         yield server
 
 
 @pytest.fixture
-def demo(chat_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+def demo(demo_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "deskpilot.db"
-    shutil.copyfile(chat_template, path)
+    shutil.copyfile(demo_template, path)
     monkeypatch.setenv("DESKPILOT_DATABASE__URL", f"sqlite+aiosqlite:///{path}")
     for name in ("DEFAULT_MODEL", "OPENAI__BASE_URL", "OPENAI__API_KEY", "ROUTES"):
         monkeypatch.delenv(f"DESKPILOT_LLM__{name}", raising=False)

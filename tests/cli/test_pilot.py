@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import shutil
 import sqlite3
@@ -17,13 +16,9 @@ from typer.testing import CliRunner, Result
 
 from deskpilot.cli.main import app
 from deskpilot.cli.pilot import Accept, Escalate, Pause, Respond, parse_answer, split_answers
-from deskpilot.cli.sample_data import load_sample_data
 from deskpilot.pilot import prompts
 from deskpilot.pilot.errors import InvalidResponse, UnknownOption
 from deskpilot.pilot.schemas import StepOut
-from deskpilot.security import passwords
-from deskpilot.storage import Database
-from tests.conftest import cheap_hasher
 from tests.fakes import FakeOpenAIServer, error_reply, json_reply
 
 runner = CliRunner()
@@ -43,25 +38,6 @@ def pilot(*args: str, input: str | None = None) -> Result:
 
 
 # --- fixtures -------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def demo_template(migrated_template: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo account (lead, engineers, clients, starter flows and scripts) loaded once per module."""
-    path = tmp_path_factory.mktemp("pilot") / "demo.db"
-    shutil.copyfile(migrated_template, path)
-
-    async def load() -> None:
-        db = Database(f"sqlite+aiosqlite:///{path}")
-        try:
-            await load_sample_data(db)
-        finally:
-            await db.dispose()
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(passwords, "_hasher", cheap_hasher())
-        asyncio.run(load())
-    return path
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """The Chat page in a real headless Chromium, against the live app with a scripted chat model.
 
 Covers the streamed reply (shown word by word), the task lane, "What we know", the suggested-fix banner and its
-outcome confirmation, an approval card that continues the turn, and a reload in the middle of a reply.
+outcome confirmation, an approval card that continues the turn, a reload in the middle of a reply, a second tab
+following a turn it did not start, and the branch sidebar (switch, mark, revive, a fork inside a branch).
 """
 
 from __future__ import annotations

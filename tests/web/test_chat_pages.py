@@ -368,9 +368,7 @@ async def test_the_page_carries_the_branch_tree_and_shows_the_active_branchs_con
     assert main["children"][0]["description"] == "Check the switch port"
 
     # On a branch the page shows that branch's conversation: the main path up to the fork, then its own.
-    switched = await client.post(
-        f"/api/v1/chats/{chat_id}/branches/{port}/switch", headers={"X-CSRF-Token": csrf}
-    )
+    switched = await client.post(f"/api/v1/chats/{chat_id}/branches/{port}/switch", headers={"X-CSRF-Token": csrf})
     assert switched.status_code == 200, switched.text
     await add_exchange(app_state, tenant_a, chat_id, "Checked the port", "Port 12 shows CRC errors.", branch_id=port)
     page = (await client.get(f"/chat/{chat_id}")).text
@@ -381,9 +379,7 @@ async def test_the_page_carries_the_branch_tree_and_shows_the_active_branchs_con
         ("Switch port", "active", True),
         ("NIC driver", "untried", False),
     ]
-    moved = await client.post(
-        f"/api/v1/chats/{chat_id}/branches/{driver}/switch", headers={"X-CSRF-Token": csrf}
-    )
+    moved = await client.post(f"/api/v1/chats/{chat_id}/branches/{driver}/switch", headers={"X-CSRF-Token": csrf})
     assert moved.status_code == 200, moved.text
     page = (await client.get(f"/chat/{chat_id}")).text
     assert "Two causes fit equally well." in page

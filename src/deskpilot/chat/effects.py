@@ -23,8 +23,7 @@ from deskpilot.events.audit import Actor
 from deskpilot.llm import Message, ToolCall, ToolContext
 from deskpilot.pilot import branches as branching
 from deskpilot.pilot.access import Caller
-from deskpilot.pilot.models import ForkPoint, PilotSession, SessionBranch, SessionMessage
-from deskpilot.storage import utcnow
+from deskpilot.pilot.models import PilotSession, SessionBranch, SessionMessage
 
 logger = logging.getLogger(__name__)
 
@@ -74,7 +73,7 @@ async def apply(
     return parts
 
 
-async def _fork(db: AsyncSession, session: PilotSession, fork: ForkEvent, assistant: SessionMessage) -> dict[str, Any]:
+async def _fork(db: AsyncSession, session: PilotSession, event: ForkEvent, assistant: SessionMessage) -> dict[str, Any]:
     """UC-023: a fork on the main path adds branches without switching; a fork inside a branch switches."""
     in_branch = session.is_branching and session.active_branch_id is not None
     if in_branch:
@@ -85,23 +84,10 @@ async def _fork(db: AsyncSession, session: PilotSession, fork: ForkEvent, assist
             in_branch = False  # the root branch is the main path
     else:
         parent = await branching.create_root(db, session)
-    point = ForkPoint(
-        id=uuid.uuid4(), account_id=session.account_id, session_id=session.id, parent_branch_id=parent.id,
-        trigger_step_id=assistant.id, fork_reason=fork.fork_reason or "",
-        options=[o.model_dump() for o in fork.options], created_at=utcnow(),
+    fork = branching.create_fork(
+        db, session, parent, assistant.id, event.fork_reason or "", event.options, assistant.seq
     )
-    lineage = branching.child_lineage(parent.lineage, parent.id, assistant.seq)
-    now = utcnow()
-    children = [
-        SessionBranch(
-            id=uuid.uuid4(), account_id=session.account_id, session_id=session.id, parent_branch_id=parent.id,
-            fork_point_id=point.id, label=option.label, description=option.description, status="untried",
-            position=i, lineage=lineage, findings=[], created_at=now,
-        )
-        for i, option in enumerate(fork.options)
-    ]
-    db.add(point)
-    db.add_all(children)
+    point, children = fork.point, fork.branches
     if in_branch:
         parent.status = "untried" if parent.status == "active" else parent.status
         children[0].status = "active"

@@ -200,6 +200,15 @@ async def change_status(db: AsyncSession, caller: Caller, session_id: uuid.UUID,
 # --- branches (UC-022/023) -----------------------------------------------------------------------
 
 
+async def _refuse_while_answering(db: AsyncSession, session_id: uuid.UUID) -> None:
+    # Moving to another branch mid-reply would store the reply on a branch the engineer already left.
+    running = await db.scalar(
+        select(ChatTurn.id).where(ChatTurn.session_id == session_id, ChatTurn.status == "running")
+    )
+    if running is not None:
+        raise ThreadBusy("The chat is still answering; change branches when the reply is done")
+
+
 async def branch_tree(db: AsyncSession, caller: Caller, session_id: uuid.UUID) -> list[BranchNode]:
     """The chat's branch map (empty until its first fork)."""
     session = await load_chat(db, caller, session_id)
@@ -222,6 +231,7 @@ async def switch_branch(
     """Continue the chat on another branch; its conversation is its ancestors' up to the fork, then its own."""
     session, target = await _chat_branch(db, caller, session_id, branch_id)
     transition(session.status, Action.SWITCH_BRANCH)
+    await _refuse_while_answering(db, session.id)
     if target.status in branching.CLOSED_STATUSES:
         raise BranchClosed(f"Branch {target.label!r} is marked {target.status.replace('_', ' ')}; revive it first")
     if target.status == "untried":
@@ -234,10 +244,18 @@ async def switch_branch(
 async def mark_branch(
     db: AsyncSession, caller: Caller, session_id: uuid.UUID, branch_id: uuid.UUID, status: str
 ) -> list[BranchNode]:
-    """Mark a branch a dead end or solved."""
+    """Mark a branch a dead end or solved; leaving the active branch moves to an open sibling or the parent."""
     session, target = await _chat_branch(db, caller, session_id, branch_id)
     transition(session.status, Action.MARK_BRANCH)
+    if target.parent_branch_id is None:
+        raise BranchClosed("The main line cannot be marked; mark one of its branches")
+    await _refuse_while_answering(db, session.id)
     target.status = status
+    if target.id == session.active_branch_id:
+        move_to = branching.branch_after_closing(target, await branching.load_branches(db, session.id))
+        if move_to is not None:
+            move_to.status = "active" if move_to.status == "untried" else move_to.status
+            session.active_branch_id = move_to.id
     await db.commit()
     return branching.build_tree(await branching.load_branches(db, session.id), session.active_branch_id)
 
@@ -248,6 +266,7 @@ async def revive_branch(
     """Reopen a dead-end branch with new evidence and continue on it; its next prompt carries the evidence."""
     session, target = await _chat_branch(db, caller, session_id, branch_id)
     transition(session.status, Action.REVIVE_BRANCH)
+    await _refuse_while_answering(db, session.id)
     if target.status != "dead_end":
         raise BranchClosed(f"Only a dead-end branch can be revived; {target.label!r} is {target.status}")
     target.status = "revived"

@@ -5,13 +5,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final, Protocol
 
 from sqlalchemy import ColumnElement, and_, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from deskpilot.pilot.models import ForkPoint, PilotSession, SessionBranch, SessionMessage, SessionStep
-from deskpilot.pilot.schemas import BranchNode, BranchStatus, ForkStep
+from deskpilot.pilot.schemas import BranchNode, BranchStatus
 from deskpilot.storage import utcnow
 
 ROOT_LABEL: Final = "Main line"
@@ -150,6 +150,17 @@ def siblings_for(branch: SessionBranch, branches: Iterable[SessionBranch]) -> li
     ]
 
 
+def branch_after_closing(target: SessionBranch, branches: Iterable[SessionBranch]) -> SessionBranch | None:
+    """Where work goes on when the active branch is marked closed: its first open sibling, else its parent."""
+    rows = list(branches)
+    siblings = sorted(
+        (b for b in rows if b.parent_branch_id == target.parent_branch_id and b.id != target.id),
+        key=lambda b: b.position,
+    )
+    following = next((b for b in siblings if b.status in OPEN_STATUSES), None)
+    return following or next((b for b in rows if b.id == target.parent_branch_id), None)
+
+
 def history_filter(session_id: uuid.UUID, branch: SessionBranch | None) -> ColumnElement[bool]:
     """The WHERE clause selecting a branch's conversation: ancestors up to their fork, then its own messages."""
     if branch is None:
@@ -193,19 +204,35 @@ class Fork:
     branches: list[SessionBranch]
 
 
+class ForkChoice(Protocol):
+    """One hypothesis of a fork, whichever step or chat event offered it."""
+
+    @property
+    def label(self) -> str: ...
+
+    @property
+    def description(self) -> str: ...
+
+    def model_dump(self) -> dict[str, Any]: ...
+
+
 def create_fork(
     db: AsyncSession,
     session: PilotSession,
     parent: SessionBranch,
-    step: SessionStep,
-    fork: ForkStep,
+    trigger_id: uuid.UUID,
+    reason: str,
+    options: Sequence[ForkChoice],
     last_seq: int,
 ) -> Fork:
-    """Add a fork point and one untried branch per option; ids are made here so one flush writes them all."""
+    """Add a fork point and one untried branch per option; ids are made here so one flush writes them all.
+
+    `trigger_id` is what forked: a guided session's fork step, or a chat's assistant message.
+    """
     point = ForkPoint(
         id=uuid.uuid4(), account_id=session.account_id, session_id=session.id, parent_branch_id=parent.id,
-        trigger_step_id=step.id, fork_reason=fork.fork_reason,
-        options=[o.model_dump() for o in fork.options], created_at=utcnow(),
+        trigger_step_id=trigger_id, fork_reason=reason,
+        options=[o.model_dump() for o in options], created_at=utcnow(),
     )
     lineage = child_lineage(parent.lineage, parent.id, last_seq)
     now = utcnow()
@@ -215,7 +242,7 @@ def create_fork(
             fork_point_id=point.id, label=option.label, description=option.description, status="untried",
             position=i, lineage=lineage, findings=[], created_at=now,
         )
-        for i, option in enumerate(fork.options)
+        for i, option in enumerate(options)
     ]
     db.add(point)
     db.add_all(children)

@@ -461,7 +461,7 @@ async def apply_step(
     if isinstance(step, ForkStep):
         parent = root or active_branch(session, branches)
         assert parent is not None
-        fork = branching.create_fork(db, session, parent, row, step, seq)
+        fork = branching.create_fork(db, session, parent, row.id, step.fork_reason, step.options, seq)
         for child in fork.branches:
             append_message(db, session, child.id, "user", prompts.branch_intro_message(child.label, child.description))
         content["fork_point_id"] = str(fork.point.id)

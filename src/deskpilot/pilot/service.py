@@ -917,11 +917,7 @@ async def mark_branch(
         raise BranchClosed("The main line cannot be marked; mark one of its branches")
     target.status = request.status
     if target.id == session.active_branch_id:
-        siblings = [b for b in branches if b.parent_branch_id == target.parent_branch_id and b.id != target.id]
-        following = next((b for b in sorted(siblings, key=lambda b: b.position)
-                          if b.status in branching.OPEN_STATUSES), None)
-        parent = next((b for b in branches if b.id == target.parent_branch_id), None)
-        move_to = following or parent
+        move_to = branching.branch_after_closing(target, branches)
         if move_to is not None:
             await _activate(db, caller, session, branches, move_to)
     await commit(db)

@@ -38,8 +38,7 @@ W_DOMAIN: Final = 0.15
 RANK_FLOOR: Final = 0.8
 COVERAGE_FLOOR: Final = 2
 COVERAGE_CAP: Final = 8
-PREFIX_FACTOR: Final = 0.5
-PREFIX_MIN: Final = 4
+# A prefix match (at least matching.PREFIX_MIN letters) counts matching.PREFIX_FACTOR, as in flow matching.
 GUIDED: Final = "guided"
 
 _FTS = table(
@@ -84,22 +83,12 @@ class Candidate:
     rank: float  # the engine's relevance, ≥ 0, higher is better; comparable only within one search
 
 
-def _found(term: str, vocabulary: frozenset[str]) -> float:
-    if term in vocabulary:
-        return 1.0
-    if len(term) >= PREFIX_MIN and any(
-        v.startswith(term) or (len(v) >= PREFIX_MIN and term.startswith(v)) for v in vocabulary
-    ):
-        return PREFIX_FACTOR
-    return 0.0
-
-
 def term_coverage(words: Sequence[str], text: str) -> float:
     """Share of the query's terms the text speaks about, 0..1 (see `score_candidate`)."""
     if not words:
         return 0.0
-    vocabulary = matching.stems(text)
-    found = sum(_found(matching.stem(w), vocabulary) for w in words)
+    vocabulary = matching.vocabulary(text)
+    found = sum(vocabulary.found(matching.stem(w)) for w in words)
     return min(1.0, found / min(max(len(words), COVERAGE_FLOOR), COVERAGE_CAP))
 
 
