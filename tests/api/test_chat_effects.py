@@ -311,3 +311,33 @@ async def test_marking_branches_keeps_the_chat_on_an_open_line(chat: ChatApp) ->
     chat.model.add("Then it is DNS after all.")
     await chat.send(chat_id, "what now?")
     assert "nslookup fails only on this VLAN" in chat.model.seen[-1][0].content  # UC-022 revival evidence
+
+
+async def test_uc021_escalating_asks_for_the_fix_outcome_first_then_the_team_picks_up(chat: ChatApp) -> None:
+    chat_id = await chat.new_chat()
+    chat.model.add("Try this." + block("SUGGEST_FIX", {"title": "Restart the spooler", "description": "net stop",
+                                                       "confidence": 55}))
+    fix = next(p["data"] for p in (await chat.send(chat_id, "Printer queue stuck"))["parts"]
+               if p["type"] == "data-suggested-fix")
+    engineer = chat.a.headers(Role.ENGINEER)
+    refused = await chat.http.post(f"{API}/chats/{chat_id}/escalate", json={"reason": "Out of ideas"},
+                                   headers=engineer)
+    body = problem(refused, 409, "fix_outcome_required")
+    assert body["fix"]["id"] == fix["id"]
+    outcome = await chat.http.patch(f"{API}/sessions/{chat_id}/suggested-fixes/{fix['id']}/outcome",
+                                    json={"status": "applied_failure", "failure_reason": "Queue jams again"},
+                                    headers=engineer)
+    assert outcome.status_code == 200, outcome.text
+    escalated = await chat.http.post(f"{API}/chats/{chat_id}/escalate", json={"reason": "Out of ideas"},
+                                     headers=engineer)
+    assert escalated.json()["status"] == "requesting_escalation"
+    # A lead of the same team is notified, reads the chat and picks it up (FP-033, FP-041).
+    lead = chat.a.headers(Role.LEAD)
+    bell = (await chat.http.get(f"{API}/notifications", headers=lead)).json()
+    assert any(n["link"] == f"/chat/{chat_id}" for n in bell)
+    assert (await chat.http.get(f"{API}/chats/{chat_id}", headers=lead)).status_code == 200
+    picked = await chat.http.post(f"{API}/chats/{chat_id}/pickup", headers=lead)
+    assert picked.json()["status"] == "active"
+    chat.model.add("Picking up: check the driver.")
+    sent = await chat.http.post(f"{API}/sessions/{chat_id}/messages", json={"text": "I have it now"}, headers=lead)
+    assert sent.json()["status"] == "complete"

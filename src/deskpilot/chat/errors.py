@@ -41,3 +41,9 @@ class ImagesNotSupported(ValidationFailed):
     """SS-043's MODEL_DOES_NOT_SUPPORT_IMAGE_INPUT."""
 
     code = "MODEL_DOES_NOT_SUPPORT_IMAGE_INPUT"
+
+
+class FixOutcomeRequired(Conflict):
+    """UC-021: escalating while the active suggested fix has no outcome; the engineer records one first."""
+
+    code = "fix_outcome_required"

@@ -24,6 +24,7 @@ from deskpilot.chat import stream as frames
 from deskpilot.chat.errors import (
     CannotSend,
     ChatSessionNotFound,
+    FixOutcomeRequired,
     ImagesNotSupported,
     MessageEmpty,
     MessageTooLarge,
@@ -46,16 +47,20 @@ from deskpilot.chat.schemas import (
 )
 from deskpilot.chat.stream import TurnStream, TurnStreams
 from deskpilot.chat.tools import CHAT_TOOLS, TOOLS_BY_NAME, ToolDeps
+from deskpilot.diagnosis import service as diagnosis
 from deskpilot.errors import DeskpilotError
+from deskpilot.events import audit, notifications
+from deskpilot.events.pubsub import PubSub
+from deskpilot.identity import service as identity
 from deskpilot.knowledge import service as knowledge
 from deskpilot.llm import LLM, CallContext, Message, Purpose, ToolCall, ToolContext
 from deskpilot.pilot import branches as branching
 from deskpilot.pilot import similar
 from deskpilot.pilot.access import Caller, SessionParties, check_access
 from deskpilot.pilot.errors import BranchClosed, BranchNotFound
-from deskpilot.pilot.lifecycle import Action, SessionStatus, transition
+from deskpilot.pilot.lifecycle import Action, SessionStatus, check_escalation_target, check_pickup, transition
 from deskpilot.pilot.models import PilotSession, SessionBranch, SessionMessage
-from deskpilot.pilot.schemas import BranchNode
+from deskpilot.pilot.schemas import BranchNode, EscalateRequest
 from deskpilot.security.crypto import SecretBox
 from deskpilot.storage import Database, utcnow
 
@@ -85,6 +90,7 @@ class ChatDeps:
     streams: TurnStreams
     secrets: SecretBox
     http_client: httpx.AsyncClient | None = None
+    pubsub: PubSub | None = None
 
 
 # --- sessions -----------------------------------------------------------------------------------
@@ -97,12 +103,18 @@ def _parties(session: PilotSession) -> SessionParties:
     )
 
 
-async def load_chat(db: AsyncSession, caller: Caller, session_id: uuid.UUID) -> PilotSession:
-    """UC-003: the caller's chat session ("Chat session not found" for anything else in or out of the account)."""
+async def load_chat(
+    db: AsyncSession, caller: Caller, session_id: uuid.UUID, *, allow_team_access: bool = False
+) -> PilotSession:
+    """UC-003: a chat the caller may act on ("Chat session not found" for anything that is not a chat).
+
+    FP-033 as for guided sessions: the owner, the escalation target and whoever picked it up; with
+    `allow_team_access` (reading it, picking it up) the team too while it requests escalation.
+    """
     session = await db.get(PilotSession, session_id)
     if session is None or session.kind != CHAT:
         raise ChatSessionNotFound("Chat session not found")
-    check_access(caller, _parties(session))
+    check_access(caller, _parties(session), allow_team_access=allow_team_access)
     return session
 
 
@@ -165,7 +177,7 @@ async def _conversation(
 
 async def get_chat(db: AsyncSession, caller: Caller, session_id: uuid.UUID) -> ChatDetail:
     """The session, the active branch's conversation and the last turn (for a page reload mid-stream)."""
-    session = await load_chat(db, caller, session_id)
+    session = await load_chat(db, caller, session_id, allow_team_access=True)
     branch = await _active_branch(db, session)
     messages = [
         ChatMessageOut(id=m.id, role="user" if m.role == "user" else "assistant", content=m.content,
@@ -193,6 +205,66 @@ async def change_status(db: AsyncSession, caller: Caller, session_id: uuid.UUID,
         await effects.on_resolve(db, session)
         session.resolved_at = utcnow()
     session.status = new_status
+    await db.commit()
+    return session_out(session)
+
+
+async def escalate(
+    db: AsyncSession, deps: ChatDeps, caller: Caller, session_id: uuid.UUID, request: EscalateRequest
+) -> ChatSessionOut:
+    """Hand the chat to another engineer or the team (FP-038 rules); an open suggested fix needs its outcome first.
+
+    UC-021: while the active fix is still proposed or pending, the escalation is refused with the fix in the
+    problem (`fix`), so the engineer says how it went and the next person reads an honest record.
+    """
+    session = await load_chat(db, caller, session_id)
+    new_status = transition(session.status, Action.ESCALATE)
+    check_escalation_target(caller.user_id, request.target_user_id)
+    pending = await diagnosis.fix_needing_outcome(db, account_id=session.account_id, session_id=session.id)
+    if pending is not None:
+        raise FixOutcomeRequired(
+            f"Say how the suggested fix {pending.title!r} went before escalating",
+            extra={"fix": pending.model_dump(mode="json")},
+        )
+    session.status = new_status
+    session.escalation_reason = request.reason
+    session.escalated_to_id = request.target_user_id
+    session.escalated_at = utcnow()
+    if request.target_user_id is not None:
+        recipients = [request.target_user_id]
+    elif session.team_id is not None:
+        recipients = await identity.active_team_member_ids(
+            db, account_id=session.account_id, team_id=session.team_id, exclude=[caller.user_id]
+        )
+    else:
+        recipients = []
+    sent = [
+        notifications.add_notification(
+            db, account_id=session.account_id, user_id=uid, kind="session.escalated",
+            title=f"Escalated chat: {session.title or 'chat'}", body=f"{caller.name}: {request.reason}",
+            link=f"/chat/{session.id}",
+        )
+        for uid in recipients
+    ]
+    audit.record(db, account_id=session.account_id, actor=caller.actor, action="chat.session.escalate",
+                 resource_type=SUBJECT_TYPE, resource_id=session.id, details={"notified": len(sent)})
+    await db.commit()
+    if deps.pubsub is not None:
+        for notification in sent:
+            await notifications.publish_notification(deps.pubsub, notification)
+    return session_out(session)
+
+
+async def pickup(db: AsyncSession, caller: Caller, session_id: uuid.UUID) -> ChatSessionOut:
+    """Take over a chat escalated to the team or to the caller (FP-041): it becomes active, in the caller's hands."""
+    session = await load_chat(db, caller, session_id, allow_team_access=True)
+    new_status = transition(session.status, Action.PICKUP)
+    check_pickup(caller.user_id, session.user_id)
+    session.status = new_status
+    session.picked_up_by_id = caller.user_id
+    session.picked_up_at = utcnow()
+    audit.record(db, account_id=session.account_id, actor=caller.actor, action="chat.session.pickup",
+                 resource_type=SUBJECT_TYPE, resource_id=session.id)
     await db.commit()
     return session_out(session)
 

@@ -17,7 +17,7 @@ from deskpilot.chat.service import ChatDeps
 from deskpilot.chat.stream import STREAM_HEADERS, TurnStream
 from deskpilot.pilot import service as pilot_service
 from deskpilot.pilot.lifecycle import Action
-from deskpilot.pilot.schemas import BranchNode, MarkBranchRequest, ReviveBranchRequest
+from deskpilot.pilot.schemas import BranchNode, EscalateRequest, MarkBranchRequest, ReviveBranchRequest
 
 router = APIRouter(prefix="/api/v1", tags=["chat"])
 
@@ -33,7 +33,7 @@ _STREAM_RESPONSES: dict[int | str, dict[str, object]] = {
 
 def chat_deps(state: AppState) -> ChatDeps:
     return ChatDeps(database=state.db, llm=state.llm, streams=state.chat_streams, secrets=state.secrets,
-                    http_client=state.http)
+                    http_client=state.http, pubsub=state.pubsub)
 
 
 def _wants_stream(request: Request) -> bool:
@@ -98,6 +98,21 @@ async def revive_chat_branch(
 ) -> list[BranchNode]:
     """Reopen a dead-end branch with new evidence; the branch's next prompt carries it."""
     return await service.revive_branch(session, pilot_caller(principal), session_id, branch_id, body.evidence)
+
+
+@router.post("/chats/{session_id}/escalate")
+async def escalate_chat(
+    session_id: uuid.UUID, body: EscalateRequest, principal: EngineerDep, state: StateDep, session: SessionDep
+) -> ChatSessionOut:
+    """Ask another engineer or the team to take the chat over; 409 `fix_outcome_required` while the active
+    suggested fix has no outcome (UC-021)."""
+    return await service.escalate(session, chat_deps(state), pilot_caller(principal), session_id, body)
+
+
+@router.post("/chats/{session_id}/pickup")
+async def pickup_chat(session_id: uuid.UUID, principal: EngineerDep, session: SessionDep) -> ChatSessionOut:
+    """Take over an escalated chat (FP-041): a member of its team, or the engineer it was escalated to."""
+    return await service.pickup(session, pilot_caller(principal), session_id)
 
 
 @router.post("/chats/{session_id}/{action}")
