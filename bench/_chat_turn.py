@@ -68,8 +68,9 @@ class ChunkedModel(FunctionModel):
 # (module, attribute, label): the functions a turn passes through, wrapped to time them without editing src/.
 PHASES = (
     (chat, "send_message", "send_message: load, busy check, commit turn + 2 messages"),
-    (chat, "_context", "turn reads: history, state, flows, similar, templates (whole)"),
+    (chat, "_read", "turn reads before the model: history, state (whole)"),
     (effects, "session_state", "  session_state (task lane, facts, active fix)"),
+    (chat, "_retrieve", "knowledge retrieval (first turn: before the model; later: while it answers)"),
     (knowledge, "find_matches", "  knowledge.find_matches (flows)"),
     (similar, "find_similar", "  similar.find_similar"),
     (knowledge, "top_templates_for_prompt", "  knowledge.top_templates_for_prompt"),

@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from deskpilot.chat.prompt_markers import marker_prompt
+from deskpilot.chat.prompt_markers import MARKER_PROMPT
 
 TITLE_MAX_CHARS: Final = 100
 TITLE_QUERY_CHARS: Final = 500
@@ -113,7 +113,7 @@ def system_prompt(
     session: SessionFacts, knowledge: Sequence[str] = (), *, siblings: str = "", revival: str | None = None
 ) -> str:
     """The whole system prompt of one chat turn."""
-    sections = [_ROLE, marker_prompt()]
+    sections = [_ROLE, MARKER_PROMPT]
     state = session_block(session)
     if state:
         sections.append(f"## This session\n{state}")
