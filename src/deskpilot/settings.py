@@ -52,6 +52,26 @@ class ModelPrice(BaseModel):
     output_per_mtok: Decimal = Field(ge=0)
 
 
+# "provider:model" names (shell-style globs) of the models that take images. o1-mini and o3-mini have no vision,
+# hence the narrower o-series patterns; Claude models from Claude 3 on all do.
+DEFAULT_VISION_MODELS: tuple[str, ...] = (
+    "openai:gpt-4o*",
+    "openai:chatgpt-4o*",
+    "openai:gpt-4-turbo*",
+    "openai:gpt-4.1*",
+    "openai:gpt-4.5*",
+    "openai:gpt-5*",
+    "openai:o1",
+    "openai:o1-20*",
+    "openai:o1-pro*",
+    "openai:o3",
+    "openai:o3-20*",
+    "openai:o3-pro*",
+    "openai:o4-mini*",
+    "anthropic:claude-*",
+)
+
+
 class LLMSettings(BaseModel):
     openai: LLMProviderSettings = Field(default_factory=LLMProviderSettings)
     anthropic: LLMProviderSettings = Field(default_factory=LLMProviderSettings)
@@ -67,6 +87,9 @@ class LLMSettings(BaseModel):
     max_tool_steps: int = 8
     # "provider:model" -> price; models without a price report tokens and an unknown cost.
     prices: dict[str, ModelPrice] = Field(default_factory=dict)
+    # "provider:model" names or globs of the models that accept images; a purpose takes images only when every
+    # model of its fallback chain matches (e.g. add "ollama:llava*" for a local vision model).
+    vision_models: list[str] = Field(default_factory=lambda: list(DEFAULT_VISION_MODELS))
 
 
 class JobSettings(BaseModel):

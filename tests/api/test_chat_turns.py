@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import base64
+import dataclasses
 import json
 import uuid
 from collections.abc import AsyncIterator
@@ -11,9 +13,11 @@ from typing import Any
 import pytest
 
 from deskpilot.chat.models import ChatTurn
+from deskpilot.chat.schemas import MAX_IMAGE_BASE64_CHARS
 from deskpilot.identity.models import Role
-from deskpilot.llm import LLM, ProviderUnavailable
+from deskpilot.llm import LLM, MemoryRecorder, ProviderUnavailable
 from deskpilot.llm.fallback import FallbackModel
+from deskpilot.llm.messages import ImagePart
 from deskpilot.llm.testing import Reply, ScriptedModel
 from deskpilot.pilot.models import SessionMessage
 from deskpilot.settings import LLMSettings, Settings
@@ -273,6 +277,7 @@ async def test_bad_messages_are_refused_and_store_nothing(chat: ChatApp) -> None
             422, "message_empty")
     problem(await chat.http.post(f"{API}/sessions/{chat_id}/messages", json={"text": "x" * 100_001},
                                  headers=engineer), 422, "message_too_large")
+    # SS-043: `test:chat` is not in `llm.vision_models` (see the vision tests below for one that is).
     image = {"media_type": "image/png", "data": "iVBORw0KGgo="}
     problem(await chat.http.post(f"{API}/sessions/{chat_id}/messages", json={"text": "see", "images": [image]},
                                  headers=engineer), 422, "MODEL_DOES_NOT_SUPPORT_IMAGE_INPUT")
@@ -323,3 +328,92 @@ async def test_ss039_a_provider_failing_before_the_first_token_falls_back_once(s
     assert turn["content"] == "From the backup model."
     assert sorted(r.stream for r in primary.requests) == [False, True]
     assert len(backup.seen) == 1  # one fallback, before anything was streamed
+
+
+# --- images (UC-003, SS-043) -------------------------------------------------------------------------
+
+PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64).decode()
+JPEG = base64.b64encode(b"\xff\xd8\xff\xe0" + b"\x00" * 64).decode()
+
+
+@pytest.fixture
+async def vision_chat(settings: Settings) -> AsyncIterator[ChatApp]:
+    """The chat app with its `ChatModel` listed as vision-capable (`llm.vision_models`)."""
+    model, recorder = ChatModel(), MemoryRecorder()
+    llm = LLM.for_model(model, recorder=recorder, settings=LLMSettings(vision_models=["test:chat"]))
+    async with chat_app(settings, llm=llm) as running:
+        yield dataclasses.replace(running, model=model, recorder=recorder)
+
+
+async def test_uc003_images_reach_a_vision_model_and_the_stored_message_notes_them(vision_chat: ChatApp) -> None:
+    chat = vision_chat
+    chat_id = await chat.new_chat()
+    chat.model.add("That is Outlook's modern authentication prompt.", "Then clear the token cache.")
+    images = [{"media_type": "image/png", "data": PNG}, {"media_type": "image/jpeg", "data": JPEG}]
+
+    response = await chat.http.post(f"{API}/sessions/{chat_id}/messages", json={"text": "What is this?",
+                                    "images": images}, headers={**chat.a.headers(Role.ENGINEER), **SSE})
+
+    frames = read_frames(response.text)
+    assert data_of(frames, "thinking-step")["items"] == ["Processing: What is this? [2 images]"]
+    assert data_of(frames, "user-message-id")["text"] == "What is this?\n\n[2 images attached]"
+    current = chat.model.seen[0][-1]
+    assert (current.role, current.content) == ("user", "What is this?")
+    assert current.images == (ImagePart("image/png", PNG), ImagePart("image/jpeg", JPEG))
+    detail = await chat.detail(chat_id)
+    assert detail["last_turn"]["status"] == "complete"
+    assert [m["content"] for m in detail["messages"]] == [
+        "What is this?\n\n[2 images attached]", "That is Outlook's modern authentication prompt.",
+    ]
+    # The record of the exchange keeps placeholders, not the pixels.
+    recorded = json.dumps([c.messages_json() for c in chat.recorder.calls])
+    assert PNG not in recorded
+    assert ImagePart("image/png", PNG).placeholder in recorded
+
+    # A later turn sees the note in the history, not the images.
+    await chat.send(chat_id, "It keeps coming back")
+    history = chat.model.seen[1]
+    assert [m.content for m in history if m.role == "user"] == [
+        "What is this?\n\n[2 images attached]", "It keeps coming back",
+    ]
+    assert all(not m.images for m in history)
+
+
+async def test_uc003_a_message_may_be_images_only(vision_chat: ChatApp) -> None:
+    chat = vision_chat
+    chat_id = await chat.new_chat()
+    chat.model.add("A certificate warning from the VPN client.")
+
+    response = await chat.http.post(f"{API}/sessions/{chat_id}/messages",
+                                    json={"images": [{"media_type": "image/png", "data": PNG}]},
+                                    headers=chat.a.headers(Role.ENGINEER))
+
+    assert response.status_code == 200, response.text
+    assert response.json()["status"] == "complete"
+    current = chat.model.seen[0][-1]
+    assert (current.content, len(current.images)) == ("", 1)
+    detail = await chat.detail(chat_id)
+    assert detail["messages"][0]["content"] == "[1 image attached]"
+    assert detail["session"]["problem_summary"] is None  # nothing to summarise from an image alone
+
+
+async def test_uc003_bad_images_are_refused_and_store_nothing(vision_chat: ChatApp) -> None:
+    chat = vision_chat
+    chat_id = await chat.new_chat()
+    url, engineer = f"{API}/sessions/{chat_id}/messages", chat.a.headers(Role.ENGINEER)
+
+    async def send(*images: dict[str, str], text: str = "see") -> Any:
+        return await chat.http.post(url, json={"text": text, "images": list(images)}, headers=engineer)
+
+    body = problem(await send({"media_type": "image/png", "data": "not base64!"}), 422, "image_invalid")
+    assert body["detail"].startswith("Image 1 is not valid base64")
+    problem(await send({"media_type": "image/png", "data": PNG}, {"media_type": "image/png", "data": JPEG}), 422,
+            "image_invalid")  # JPEG bytes labelled PNG
+    oversized = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * (MAX_IMAGE_BASE64_CHARS * 3 // 4)).decode()
+    body = problem(await send({"media_type": "image/png", "data": oversized}), 422, "image_too_large")
+    assert body["image"] == 1
+    problem(await send(*[{"media_type": "image/png", "data": PNG}] * 5), 422, "validation_failed")
+    problem(await send({"media_type": "image/bmp", "data": PNG}), 422, "validation_failed")
+    problem(await send(text="  "), 422, "message_empty")
+    assert (await chat.detail(chat_id))["messages"] == []
+    assert chat.model.requests == []

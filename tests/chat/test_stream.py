@@ -36,6 +36,8 @@ def test_ss037_the_first_thinking_step() -> None:
     assert part["data"]["title"] == "Understanding your request"
     assert part["data"]["items"] == [f"Processing: {'x' * 80}..."]
     assert stream.thinking_part("", images=2)["data"]["items"] == ["Processing: [2 images]"]
+    assert stream.thinking_part("what is this?", images=1)["data"]["items"] == ["Processing: what is this? [1 image]"]
+    assert stream.thinking_part("")["data"]["items"] == ["Processing: (message)"]
 
 
 def test_a_finished_turn_is_replayed_from_its_stored_state() -> None:

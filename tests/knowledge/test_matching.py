@@ -133,3 +133,16 @@ def test_scores_stay_between_zero_and_one(
     )
     scored = matching.score_candidate(candidate, matching.query_words(text), domain, max(rank, best), NOW)
     assert 0 <= scored.score <= 1
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.text(alphabet="abcdeilnorst", min_size=2, max_size=9), max_size=30),
+    st.lists(st.text(alphabet="abcdeilnorst", min_size=1, max_size=11), min_size=1, max_size=10),
+)
+def test_vocabulary_finds_what_the_plain_walk_finds(words: list[str], terms: list[str]) -> None:
+    text = " ".join(words)
+    vocabulary = matching.vocabulary(text)
+    assert vocabulary.stems == matching.stems(text)
+    for term in [*terms, *(w[: len(w) - 1] for w in words), *(w + "ing" for w in words)]:
+        assert vocabulary.found(term) == matching._found(term, matching.stems(text))

@@ -38,12 +38,28 @@ class MessageTooLarge(ValidationFailed):
 
 
 class ImagesNotSupported(ValidationFailed):
-    """SS-043's MODEL_DOES_NOT_SUPPORT_IMAGE_INPUT."""
+    """SS-043's MODEL_DOES_NOT_SUPPORT_IMAGE_INPUT: a model of the chat route is not in `llm.vision_models`."""
 
     code = "MODEL_DOES_NOT_SUPPORT_IMAGE_INPUT"
+
+
+class ImageInvalid(ValidationFailed):
+    """UC-003: an image whose data is not base64, or not an image of its stated media type."""
+
+    code = "image_invalid"
+
+
+class ImageTooLarge(ValidationFailed):
+    """UC-003: an image over the size cap, or more images than a message may carry."""
+
+    code = "image_too_large"
 
 
 class FixOutcomeRequired(Conflict):
     """UC-021: escalating while the active suggested fix has no outcome; the engineer records one first."""
 
     code = "fix_outcome_required"
+
+
+class NothingToRegenerate(Conflict):
+    code = "nothing_to_regenerate"

@@ -11,12 +11,19 @@ from pydantic import BaseModel, ConfigDict, Field
 from deskpilot.approvals.schemas import ResumeDecision
 
 MAX_MESSAGE_CHARS = 100_000
+MAX_IMAGES = 4
+# One image's base64 text, about 3.75 MiB decoded: Anthropic refuses images over 5 MiB measured on the base64 text
+# (OpenAI takes more). Text up to the schema's 7,000,000 characters reaches the service and gets `image_too_large`.
+MAX_IMAGE_BASE64_CHARS = 5 * 1024 * 1024
+ImageMediaType = Literal["image/png", "image/jpeg", "image/gif", "image/webp"]
 
 
 class ImageIn(BaseModel):
-    """UC-003: an image for a vision-capable model, base64."""
+    """UC-003: an image for a vision-capable model, base64 (no `data:` URL prefix)."""
 
-    media_type: Literal["image/png", "image/jpeg", "image/gif", "image/webp"]
+    model_config = ConfigDict(extra="forbid")
+
+    media_type: ImageMediaType
     data: str = Field(min_length=1, max_length=7_000_000)
 
 
@@ -36,7 +43,8 @@ class MessageIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     text: str = Field(default="", max_length=MAX_MESSAGE_CHARS + 1)
-    images: list[ImageIn] = Field(default_factory=list, max_length=4)
+    # May be the whole message (then `text` may be empty); only for a chat route of vision-capable models.
+    images: list[ImageIn] = Field(default_factory=list, max_length=MAX_IMAGES)
 
 
 class ResumeIn(BaseModel):

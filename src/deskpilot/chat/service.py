@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import anyio
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
@@ -28,11 +28,13 @@ from deskpilot.chat.errors import (
     ImagesNotSupported,
     MessageEmpty,
     MessageTooLarge,
+    NothingToRegenerate,
     NothingToResume,
     ThreadBusy,
     TurnNotFound,
 )
 from deskpilot.chat.events import CHAT_EVENT_TOOLS, decode_tool_call
+from deskpilot.chat.images import check_images, with_image_note
 from deskpilot.chat.markers import clean_user_message, parse_reply, visible_prefix
 from deskpilot.chat.models import ChatTurn
 from deskpilot.chat.schemas import (
@@ -54,6 +56,7 @@ from deskpilot.events.pubsub import PubSub
 from deskpilot.identity import service as identity
 from deskpilot.knowledge import service as knowledge
 from deskpilot.llm import LLM, CallContext, Message, Purpose, ToolCall, ToolContext
+from deskpilot.llm.messages import ImagePart
 from deskpilot.pilot import branches as branching
 from deskpilot.pilot import similar
 from deskpilot.pilot.access import Caller, SessionParties, check_access
@@ -78,6 +81,8 @@ HISTORY_MESSAGES: Final = 60
 # Rounds of tool calls approved for the rest of the chat (approve_always) that one turn runs before it stops.
 MAX_GRANTED_ROUNDS: Final = 3
 KNOWLEDGE_KEY: Final = "knowledge"
+# Role of an assistant message a regenerated reply replaced: kept for the record, out of the conversation.
+REPLACED: Final = "replaced"
 _MARKUP_CHARS: Final = ("[", "`", "~")
 
 
@@ -152,7 +157,14 @@ async def create_chat(db: AsyncSession, caller: Caller, request: ChatCreate) -> 
 async def list_chats(db: AsyncSession, caller: Caller, *, limit: int = 50) -> list[ChatSessionOut]:
     rows = await db.scalars(
         select(PilotSession)
-        .where(PilotSession.kind == CHAT, PilotSession.user_id == caller.user_id)
+        .where(
+            PilotSession.kind == CHAT,
+            or_(
+                PilotSession.user_id == caller.user_id,
+                PilotSession.picked_up_by_id == caller.user_id,
+                PilotSession.escalated_to_id == caller.user_id,
+            ),
+        )
         .order_by(PilotSession.updated_at.desc())
         .limit(limit)
     )
@@ -368,23 +380,40 @@ class TurnPlan:
     continuation: list[Message] = field(default_factory=list)
     # The paused reply's seq: a resumed turn's history stops before it.
     continuation_seq: int = 0
+    # The images of this turn's user message: sent to the model with it, never stored (the message notes them).
+    images: tuple[ImagePart, ...] = ()
+    # A regenerated reply: the seq of the user message answered again (the history stops before it).
+    user_seq: int | None = None
 
     @property
     def history_before(self) -> int:
         # A message turn sends this turn's user message itself (seq just before the assistant's row); a resumed
         # turn ends its history with the paused reply, which `continuation` repeats with its tool calls.
-        return self.assistant_seq - 1 if not self.continuation else self.continuation_seq
+        if self.continuation:
+            return self.continuation_seq
+        return self.user_seq if self.user_seq is not None else self.assistant_seq - 1
 
 
-def _check_message(message: MessageIn) -> str:
+def _check_message(message: MessageIn, llm: LLM) -> tuple[str, tuple[ImagePart, ...]]:
+    """The message's text and checked images; a message may be images only (UC-003).
+
+    Images need a chat route whose every model takes them (`LLM.supports_images`), else SS-043's
+    MODEL_DOES_NOT_SUPPORT_IMAGE_INPUT; without any chat model this is the 503 of `LLMNotConfigured`.
+    """
     text = message.text.strip()
+    images: tuple[ImagePart, ...] = ()
     if message.images:
-        raise ImagesNotSupported("Images are not supported by deskpilot's model adapters yet; send the text only")
-    if not text:
+        if not llm.supports_images(Purpose.CHAT):
+            raise ImagesNotSupported(
+                "The chat model does not accept images; send the text only, or route chat to a vision-capable "
+                "model (DESKPILOT_LLM__VISION_MODELS lists them)"
+            )
+        images = check_images(message.images)
+    if not text and not images:
         raise MessageEmpty("The message is empty")
     if len(text) > MAX_MESSAGE_CHARS:
         raise MessageTooLarge(f"The message is over {MAX_MESSAGE_CHARS:,} characters; attach less of the log")
-    return text
+    return text, images
 
 
 async def _check_not_busy(db: AsyncSession, streams: TurnStreams, session_id: uuid.UUID) -> None:
@@ -438,7 +467,7 @@ async def send_message(
 
     The turn then runs detached from the request; read it from the returned stream (or `wait_for_turn`).
     """
-    text = _check_message(message)
+    text, images = _check_message(message, deps.llm)
     session = await load_chat(db, caller, session_id)
     if session.status not in (SessionStatus.ACTIVE, SessionStatus.PAUSED):
         raise CannotSend(f"Cannot send messages to a {session.status} session")
@@ -450,9 +479,12 @@ async def send_message(
     if first_turn:
         if session.title in (None, "", "New Chat"):
             session.title = prompts.fallback_title(text)
-        session.problem_summary = session.problem_summary or prompts.fallback_title(text)[:200]
+        if text:  # an images-only first message says nothing a summary could repeat
+            session.problem_summary = session.problem_summary or prompts.fallback_title(text)[:200]
     session.step_count += 2  # UC-004: the display count of messages
-    turn, user, assistant = await _open_turn(db, session, caller, kind="message", user_text=clean_user_message(text))
+    # The images themselves are not stored: later turns see the note, not the pixels.
+    stored_text = with_image_note(clean_user_message(text), len(images))
+    turn, user, assistant = await _open_turn(db, session, caller, kind="message", user_text=stored_text)
     assert user is not None
     stream = deps.streams.open(turn.id)
     stream.emit(
@@ -461,12 +493,12 @@ async def send_message(
         frames.data_part("user-message-id", {"message_id": str(user.id), "turn_id": str(turn.id),
                                              "text": user.content}),
         frames.data_part("assistant-message-id", {"message_id": str(assistant.id), "turn_id": str(turn.id)}),
-        frames.thinking_part(text),
+        frames.thinking_part(text, images=len(images)),
     )
     plan = TurnPlan(
         account_id=session.account_id, session_id=session.id, turn_id=turn.id, caller=caller,
         branch_id=turn.branch_id, assistant_message_id=assistant.id, assistant_seq=assistant.seq, text=text,
-        first_turn=first_turn,
+        first_turn=first_turn, images=images,
     )
     deps.streams.run(stream, _run_turn(deps, plan, stream))
     return stream
@@ -677,11 +709,11 @@ async def _run_turn(deps: ChatDeps, plan: TurnPlan, stream: TurnStream) -> None:
         else:
             snippets = context.knowledge[0]
             refresh = asyncio.create_task(_refresh_knowledge(deps, plan, context, stream, outcome))
-        if plan.first_turn:
+        if plan.first_turn and plan.text.strip():  # an images-only first message keeps the fallback title
             title_task = asyncio.create_task(_make_title(deps.llm, plan))
         system = prompts.system_prompt(context.state, snippets, siblings=context.siblings, revival=context.revival)
         messages = [Message.system(system), *context.history]
-        messages += [Message.user(plan.text)] if not plan.continuation else plan.continuation
+        messages += [Message.user(plan.text, plan.images)] if not plan.continuation else plan.continuation
         call_context = CallContext(
             subject_type=SUBJECT_TYPE, subject_id=plan.session_id,
             thread=str(plan.branch_id) if plan.branch_id else None,
@@ -877,6 +909,43 @@ async def _resume_turn(
         text=_last_user_text(await _conversation(db, session, await _active_branch(db, session))),
         first_turn=False, continuation=continuation,
         continuation_seq=paused_reply.seq if paused_reply is not None else assistant.seq,
+    )
+    deps.streams.run(stream, _run_turn(deps, plan, stream))
+    return stream
+
+
+async def regenerate(db: AsyncSession, deps: ChatDeps, caller: Caller, session_id: uuid.UUID) -> TurnStream:
+    """SS-045: answer the last user message again. The replaced reply leaves the conversation (role `replaced`),
+    the new one streams like any turn; a turn waiting for approval must be decided first."""
+    session = await load_chat(db, caller, session_id)
+    if session.status not in (SessionStatus.ACTIVE, SessionStatus.PAUSED):
+        raise CannotSend(f"Cannot send messages to a {session.status} session")
+    deps.llm.model_for(Purpose.CHAT)
+    await _check_not_busy(db, deps.streams, session.id)
+    branch = await _active_branch(db, session)
+    conversation = [m for m in await _conversation(db, session, branch) if m.role in ("user", "assistant")]
+    if not conversation or conversation[-1].role != "assistant":
+        raise NothingToRegenerate("There is no reply to regenerate on this branch")
+    if await db.scalar(select(ChatTurn.id).where(ChatTurn.session_id == session.id,
+                                                 ChatTurn.status == "awaiting_approval")):
+        raise NothingToRegenerate("A reply is waiting for approval; approve or reject its actions first")
+    user = next((m for m in reversed(conversation) if m.role == "user"), None)
+    if user is None:
+        raise NothingToRegenerate("There is no message to answer again")
+    for replaced in conversation[conversation.index(user) + 1:]:
+        replaced.role = REPLACED
+    session.status = SessionStatus.ACTIVE
+    turn, _, assistant = await _open_turn(db, session, caller, kind="regenerate", user_text=None)
+    stream = deps.streams.open(turn.id)
+    stream.emit(
+        *frames.opening_parts(assistant.id, turn.id),
+        frames.data_part("assistant-message-id", {"message_id": str(assistant.id), "turn_id": str(turn.id)}),
+        frames.thinking_part(user.content),
+    )
+    plan = TurnPlan(
+        account_id=session.account_id, session_id=session.id, turn_id=turn.id, caller=caller,
+        branch_id=turn.branch_id, assistant_message_id=assistant.id, assistant_seq=assistant.seq,
+        text=user.content, first_turn=False, user_seq=user.seq,
     )
     deps.streams.run(stream, _run_turn(deps, plan, stream))
     return stream

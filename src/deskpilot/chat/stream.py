@@ -44,11 +44,11 @@ def opening_parts(message_id: uuid.UUID, turn_id: uuid.UUID) -> list[dict[str, A
 
 
 def thinking_part(query: str, *, images: int = 0) -> dict[str, Any]:
-    """SS-037: the first thinking step the console shows while the model starts."""
-    if query:
-        item = f"Processing: {query[:80]}{'...' if len(query) > 80 else ''}"
-    else:
-        item = f"Processing: [{images} image{'s' if images != 1 else ''}]" if images else "Processing: (message)"
+    """SS-037: the first thinking step the console shows while the model starts ("[N image(s)]" for images)."""
+    shown = [f"{query[:80]}{'...' if len(query) > 80 else ''}"] if query else []
+    if images:
+        shown.append(f"[{images} image{'s' if images != 1 else ''}]")
+    item = f"Processing: {' '.join(shown)}" if shown else "Processing: (message)"
     return data_part("thinking-step", {"id": "thinking-1", "title": "Understanding your request", "items": [item]})
 
 

@@ -21,6 +21,7 @@ from deskpilot.llm.facade import LLM, Result, TextStream, Usage
 from deskpilot.llm.fallback import FallbackModel
 from deskpilot.llm.messages import (
     Completion,
+    ImagePart,
     Message,
     OutputSchema,
     Prompt,
@@ -56,6 +57,7 @@ __all__ = [
     "Completion",
     "DeferredRecords",
     "FallbackModel",
+    "ImagePart",
     "LLMNotConfigured",
     "MemoryRecorder",
     "Message",

@@ -222,9 +222,25 @@ def to_anthropic_messages(messages: Sequence[Message]) -> tuple[str, list[dict[s
                 for c in m.tool_calls
             )
             out.append({"role": "assistant", "content": content})
+        elif m.images:
+            out.append({"role": m.role, "content": _content_blocks(m)})
         else:
             out.append({"role": m.role, "content": m.content})
     return "\n\n".join(system), out
+
+
+def _content_blocks(message: Message) -> list[dict[str, object]]:
+    """A message with images as Messages API content blocks: the images first (as Anthropic advises), then the text.
+
+    An empty text block is refused by the API, so an images-only message has none.
+    """
+    blocks: list[dict[str, object]] = [
+        {"type": "image", "source": {"type": "base64", "media_type": image.media_type, "data": image.data}}
+        for image in message.images
+    ]
+    if message.content:
+        blocks.append({"type": "text", "text": message.content})
+    return blocks
 
 
 def _translate(error: Exception, model: str, *, streaming: bool = False) -> ProviderError:

@@ -35,7 +35,7 @@ from deskpilot.llm.messages import (
 )
 from deskpilot.llm.output import correction_prompt, describe_validation_error, output_schema, parse_output
 from deskpilot.llm.recording import CallContext, CallRecord, DeferredRecords, NullRecorder, Recorder, SqlRecorder
-from deskpilot.llm.routing import ModelRegistry, route_names
+from deskpilot.llm.routing import ModelRegistry, route_accepts_images, route_names
 from deskpilot.llm.tools import Tool, ToolContext, ToolRetry
 from deskpilot.settings import LLMSettings
 
@@ -232,6 +232,11 @@ class LLM:
     def route(self, purpose: str) -> tuple[str, ...]:
         """The model names tried for `purpose`, in order; raises `LLMNotConfigured`."""
         return route_names(self.settings, purpose)
+
+    def supports_images(self, purpose: str) -> bool:
+        """Whether user messages for `purpose` may carry images: every model of its chain is listed in
+        `settings.vision_models`. Raises `LLMNotConfigured`."""
+        return route_accepts_images(self.settings, purpose)
 
     def model_for(self, purpose: str) -> Model:
         """The model (or FallbackModel) serving `purpose`, built once; raises `LLMNotConfigured`."""

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
 Role: TypeAlias = Literal["system", "user", "assistant", "tool"]
@@ -22,11 +25,47 @@ class ToolCall:
 
 
 @dataclass(frozen=True, slots=True)
+class ImagePart:
+    """An image sent with a user message, for vision-capable models: its media type and base64 data.
+
+    Recorded conversations carry `placeholder` instead of the data (see `Message.to_dict`).
+    """
+
+    media_type: str
+    data: str
+    # The placeholder is computed once (decoding and hashing a few MB is not free) and not compared.
+    _placeholder: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    @property
+    def data_url(self) -> str:
+        """The image as a `data:` URL (OpenAI's `image_url` content part)."""
+        return f"data:{self.media_type};base64,{self.data}"
+
+    @property
+    def placeholder(self) -> str:
+        """What a record keeps of the image: `[image image/png, 123 KB, sha256 0123456789abcdef]`.
+
+        The size and digest are those of the decoded bytes (of the base64 text, should it not decode).
+        """
+        if self._placeholder is None:
+            try:
+                raw = base64.b64decode(self.data, validate=True)
+            except (binascii.Error, ValueError):
+                raw = self.data.encode()
+            digest = hashlib.sha256(raw).hexdigest()[:16]
+            kilobytes = (len(raw) + 1023) // 1024
+            object.__setattr__(self, "_placeholder", f"[image {self.media_type}, {kilobytes} KB, sha256 {digest}]")
+        assert self._placeholder is not None
+        return self._placeholder
+
+
+@dataclass(frozen=True, slots=True)
 class Message:
     """One message of a conversation.
 
     `tool_calls` is set on assistant messages that asked for tools; `tool_call_id`, `tool_name` and
-    `is_error` on the tool result that answers one call.
+    `is_error` on the tool result that answers one call; `images` on user messages for vision-capable models
+    (check `LLM.supports_images` first: other models refuse or ignore them).
     """
 
     role: Role
@@ -35,14 +74,15 @@ class Message:
     tool_call_id: str | None = None
     tool_name: str | None = None
     is_error: bool = False
+    images: tuple[ImagePart, ...] = ()
 
     @classmethod
     def system(cls, content: str) -> Message:
         return cls("system", content)
 
     @classmethod
-    def user(cls, content: str) -> Message:
-        return cls("user", content)
+    def user(cls, content: str, images: Sequence[ImagePart] = ()) -> Message:
+        return cls("user", content, images=tuple(images))
 
     @classmethod
     def assistant(cls, content: str, tool_calls: Sequence[ToolCall] = ()) -> Message:
@@ -53,8 +93,10 @@ class Message:
         return cls("tool", content, tool_call_id=call.id, tool_name=call.name, is_error=is_error)
 
     def to_dict(self) -> dict[str, object]:
-        """JSON-ready form, as stored in `llm_calls.messages`."""
+        """JSON-ready form, as stored in `llm_calls.messages`: images as their placeholders, never their data."""
         data: dict[str, object] = {"role": self.role, "content": self.content}
+        if self.images:
+            data["images"] = [image.placeholder for image in self.images]
         if self.tool_calls:
             data["tool_calls"] = [c.to_dict() for c in self.tool_calls]
         if self.tool_call_id is not None:

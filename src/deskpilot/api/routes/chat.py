@@ -145,6 +145,16 @@ async def send_message(
     return await _answer(request, state, principal.account_id, stream)
 
 
+@router.post("/sessions/{session_id}/regenerate", response_model=TurnOut, responses=_STREAM_RESPONSES)
+async def regenerate(
+    session_id: uuid.UUID, request: Request, principal: EngineerDep, state: StateDep, session: SessionDep
+) -> object:
+    """Answer the last message again (SS-045); the reply it replaces leaves the conversation."""
+    stream = await service.regenerate(session, chat_deps(state), pilot_caller(principal), session_id)
+    await session.close()
+    return await _answer(request, state, principal.account_id, stream)
+
+
 @router.get(
     "/sessions/{session_id}/stream",
     response_class=StreamingResponse,
