@@ -188,8 +188,15 @@ async def _conversation(
 
 
 async def get_chat(db: AsyncSession, caller: Caller, session_id: uuid.UUID) -> ChatDetail:
-    """The session, the active branch's conversation and the last turn (for a page reload mid-stream)."""
+    """The session, the active branch's conversation and the last turn (for a page reload mid-stream).
+
+    The last turn is read before the messages: on SQLite each read sees the latest commit, so a turn read as
+    finished guarantees its reply is in the messages read after it.
+    """
     session = await load_chat(db, caller, session_id, allow_team_access=True)
+    last = await db.scalar(
+        select(ChatTurn).where(ChatTurn.session_id == session.id).order_by(ChatTurn.started_at.desc()).limit(1)
+    )
     branch = await _active_branch(db, session)
     messages = [
         ChatMessageOut(id=m.id, role="user" if m.role == "user" else "assistant", content=m.content,
@@ -197,9 +204,6 @@ async def get_chat(db: AsyncSession, caller: Caller, session_id: uuid.UUID) -> C
         for m in await _conversation(db, session, branch)
         if m.role in ("user", "assistant")
     ]
-    last = await db.scalar(
-        select(ChatTurn).where(ChatTurn.session_id == session.id).order_by(ChatTurn.started_at.desc()).limit(1)
-    )
     return ChatDetail(session=session_out(session), messages=messages, last_turn=turn_out(last) if last else None)
 
 
