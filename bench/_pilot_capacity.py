@@ -120,7 +120,9 @@ def _server(
     })
     command = [
         sys.executable, *launcher, "deskpilot.api.app:create_app", "--factory", "--host=127.0.0.1",
-        f"--port={port}", "--log-level=warning", "--no-access-log", "--backlog=4096",
+        # Keep-alive longer than a level lasts: a connection the server closed while idle between levels would
+        # otherwise fail the load generator's next request on it (httpx ReadError).
+        f"--port={port}", "--log-level=warning", "--no-access-log", "--backlog=4096", "--timeout-keep-alive=120",
     ]
     log_path = tmp / "server.log"
     with log_path.open("wb") as log:
@@ -167,6 +169,12 @@ class Level:
         self.errors[key] += 1
         self.samples.setdefault(key, reply.text[:400])
 
+    def broke(self, what: str, error: httpx.TransportError) -> None:
+        """A request that got no answer at all (the connection dropped): counted as an error, not a crash."""
+        key = f"{what} {type(error).__name__}"
+        self.errors[key] += 1
+        self.samples.setdefault(key, str(error)[:400] or type(error).__name__)
+
     @property
     def ideal_s(self) -> float:
         return self.delay_s * ((START_CALLS if self.started else 0) + self.turns)
@@ -192,7 +200,11 @@ async def _turns(client: httpx.AsyncClient, level: Level, session: Open) -> None
     for _ in range(level.turns):
         answer = {**RESPONSE.model_dump(mode="json", exclude_defaults=True), "step_id": session.step_id}
         started = time.perf_counter()
-        reply = await client.post(f"/api/v1/sessions/{session.session_id}/responses", json=answer)
+        try:
+            reply = await client.post(f"/api/v1/sessions/{session.session_id}/responses", json=answer)
+        except httpx.TransportError as e:
+            level.broke("respond", e)
+            return
         if reply.status_code != 200:
             level.failed("respond", reply)
             return
@@ -202,7 +214,11 @@ async def _turns(client: httpx.AsyncClient, level: Level, session: Open) -> None
 
 async def _session(client: httpx.AsyncClient, level: Level) -> None:
     started = time.perf_counter()
-    reply = await client.post("/api/v1/sessions", json=INTAKE.model_dump(mode="json", exclude_defaults=True))
+    try:
+        reply = await client.post("/api/v1/sessions", json=INTAKE.model_dump(mode="json", exclude_defaults=True))
+    except httpx.TransportError as e:
+        level.broke("start", e)
+        return
     if reply.status_code != 201:
         level.failed("start", reply)
         return
