@@ -31,3 +31,20 @@ def demo_template(migrated_template: Path, tmp_path_factory: pytest.TempPathFact
         mp.setattr(passwords, "_hasher", cheap_hasher())
         asyncio.run(load())
     return path
+
+
+@pytest.fixture
+def db_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Settings pointing at a file that does not exist yet; no LLM configured."""
+    path = tmp_path / "deskpilot.db"
+    monkeypatch.setenv("DESKPILOT_DATABASE__URL", f"sqlite+aiosqlite:///{path}")
+    for name in ("DEFAULT_MODEL", "OPENAI__BASE_URL", "OPENAI__API_KEY", "ROUTES"):
+        monkeypatch.delenv(f"DESKPILOT_LLM__{name}", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return path
+
+
+@pytest.fixture
+def demo(db_path: Path, demo_template: Path) -> Path:
+    shutil.copyfile(demo_template, db_path)
+    return db_path

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,17 +32,6 @@ class ChatServer(FakeOpenAIServer):
 def fake_module() -> Iterator[ChatServer]:
     with ChatServer(api_key="test") as server:
         yield server
-
-
-@pytest.fixture
-def demo(demo_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    path = tmp_path / "deskpilot.db"
-    shutil.copyfile(demo_template, path)
-    monkeypatch.setenv("DESKPILOT_DATABASE__URL", f"sqlite+aiosqlite:///{path}")
-    for name in ("DEFAULT_MODEL", "OPENAI__BASE_URL", "OPENAI__API_KEY", "ROUTES"):
-        monkeypatch.delenv(f"DESKPILOT_LLM__{name}", raising=False)
-    monkeypatch.chdir(tmp_path)
-    return path
 
 
 @pytest.fixture

@@ -40,23 +40,6 @@ def pilot(*args: str, input: str | None = None) -> Result:
 # --- fixtures -------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def db_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Settings pointing at a file that does not exist yet; no LLM configured."""
-    path = tmp_path / "deskpilot.db"
-    monkeypatch.setenv("DESKPILOT_DATABASE__URL", f"sqlite+aiosqlite:///{path}")
-    for name in ("DEFAULT_MODEL", "OPENAI__BASE_URL", "OPENAI__API_KEY", "ROUTES"):
-        monkeypatch.delenv(f"DESKPILOT_LLM__{name}", raising=False)
-    monkeypatch.chdir(tmp_path)
-    return path
-
-
-@pytest.fixture
-def demo(db_path: Path, demo_template: Path) -> Path:
-    shutil.copyfile(demo_template, db_path)
-    return db_path
-
-
 @pytest.fixture(scope="module")
 def openai_module() -> Iterator[FakeOpenAIServer]:
     with FakeOpenAIServer(api_key="test") as server:

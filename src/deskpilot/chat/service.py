@@ -14,7 +14,7 @@ from typing import Any, Final
 
 import anyio
 import httpx
-from sqlalchemy import or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
@@ -159,11 +159,7 @@ async def list_chats(db: AsyncSession, caller: Caller, *, limit: int = 50) -> li
         select(PilotSession)
         .where(
             PilotSession.kind == CHAT,
-            or_(
-                PilotSession.user_id == caller.user_id,
-                PilotSession.picked_up_by_id == caller.user_id,
-                PilotSession.escalated_to_id == caller.user_id,
-            ),
+            PilotSession.involving(caller.user_id),
         )
         .order_by(PilotSession.updated_at.desc())
         .limit(limit)

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     Boolean,
+    ColumnElement,
     Connection,
     Float,
     ForeignKey,
@@ -18,6 +19,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     event,
+    or_,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -107,6 +109,11 @@ class PilotSession(UUIDPrimaryKey, TimestampMixin, TenantMixin, Base):
     picked_up_at: Mapped[datetime | None] = mapped_column(default=None)
 
     __mapper_args__ = {"version_id_col": state_version}
+
+    @classmethod
+    def involving(cls, user_id: uuid.UUID) -> ColumnElement[bool]:
+        """Sessions a user lists as theirs: owned, picked up, or escalated to them."""
+        return or_(cls.user_id == user_id, cls.picked_up_by_id == user_id, cls.escalated_to_id == user_id)
 
 
 # Databases built with `create_all` alone get the same similar-session search structures as migration 0003

@@ -194,11 +194,7 @@ async def list_sessions(
         select(PilotSession)
         .where(
             PilotSession.kind == GUIDED,
-            or_(
-                PilotSession.user_id == caller.user_id,
-                PilotSession.picked_up_by_id == caller.user_id,
-                PilotSession.escalated_to_id == caller.user_id,
-            ),
+            PilotSession.involving(caller.user_id),
         )
         .order_by(PilotSession.created_at.desc())
         .limit(limit)
