@@ -234,6 +234,7 @@ async def _measure(folder: Path, *, rounds: int, chats: int, turns: int, postgre
     async with AsyncExitStack() as stack:
         sqlite_db = Database(f"sqlite+aiosqlite:///{folder / 'chat-turns.db'}")
         stack.push_async_callback(sqlite_db.dispose)
+        await stack.enter_async_context(sqlite_db.checkpoints())  # as the server runs it
         backends = [Backend("deskpilot chat turn, SQLite WAL + NORMAL", ChatTurns(sqlite_db, await prepare(sqlite_db)))]
         pg_problem = "not run with --quick"
         if postgres:

@@ -172,6 +172,8 @@ async def _systems(tmp: Path, pg_url: str | None) -> AsyncIterator[list[System]]
     async with AsyncExitStack() as stack:
         sqlite_db = Database(f"sqlite+aiosqlite:///{tmp / 'deskpilot.db'}")
         stack.push_async_callback(sqlite_db.dispose)
+        # As the server runs (AppState.start): WAL checkpoints in the background, not in a turn's commit.
+        await stack.enter_async_context(sqlite_db.checkpoints())
         ours = DeskpilotTurns(sqlite_db, await prepare(sqlite_db))
         system_prompt, first_message = await ours.conversation_start()
         systems = [System("dp_sqlite", "deskpilot respond(), SQLite WAL + NORMAL", ours)]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +12,7 @@ import pytest
 from sqlalchemy import event, text
 
 from deskpilot.storage import Database
+from deskpilot.storage import engine as engine_module
 
 
 @pytest.fixture
@@ -53,3 +56,34 @@ async def test_a_committed_connection_goes_back_without_a_rollback(db: Database)
     assert calls == []
     assert rollbacks == []
     assert await _count(db) == 1
+
+
+async def test_background_checkpoints_keep_the_wal_short(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commits never checkpoint on the request's path (a raised threshold); the background task does."""
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'wal.db'}")
+    ran: list[str] = []
+
+    def counting(path: str) -> None:
+        ran.append(path)
+        real_checkpoint(path)
+
+    real_checkpoint = engine_module._checkpoint
+    monkeypatch.setattr(engine_module, "_checkpoint", counting)
+    try:
+        async with db.engine.begin() as conn:
+            await conn.exec_driver_sql("CREATE TABLE t (id INTEGER PRIMARY KEY, body TEXT)")
+            threshold = (await conn.exec_driver_sql("PRAGMA wal_autocheckpoint")).scalar()
+        assert threshold == engine_module.BACKSTOP_CHECKPOINT_PAGES
+        for _ in range(20):
+            async with db.engine.begin() as conn:
+                await conn.exec_driver_sql("INSERT INTO t (body) VALUES (?)", ("x" * 4000,))
+        assert (tmp_path / "wal.db-wal").stat().st_size > 20 * 4000  # nothing checkpointed on the way
+        async with db.checkpoints(interval_s=0.01):
+            await asyncio.sleep(0.2)
+        assert ran
+        assert ran[0].endswith("wal.db")
+        with sqlite3.connect(tmp_path / "wal.db") as direct:
+            busy, log, checkpointed = direct.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        assert (busy, log) == (0, checkpointed)
+    finally:
+        await db.dispose()

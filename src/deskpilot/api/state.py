@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
 
 import httpx
@@ -31,6 +32,8 @@ class AppState:
     # Chat turns run detached from their requests; shutdown cancels them and they store what they have.
     chat_streams: TurnStreams = field(init=False, default_factory=TurnStreams)
     _started: bool = field(init=False, default=False)
+    # What runs beside the requests for the app's lifetime (SQLite WAL checkpoints).
+    _background: contextlib.AsyncExitStack = field(init=False, default_factory=contextlib.AsyncExitStack)
     _closed: bool = field(init=False, default=False)
 
     def __post_init__(self) -> None:
@@ -56,6 +59,7 @@ class AppState:
         """Start background parts once the event loop runs."""
         if not self._started:
             self._started = True
+            await self._background.enter_async_context(self.db.checkpoints())
             await self.jobs.start()
 
     async def close(self) -> None:
@@ -66,4 +70,5 @@ class AppState:
         await self.jobs.stop()
         await self.pubsub.close()
         await self.http.aclose()
+        await self._background.aclose()
         await self.db.dispose()
