@@ -8,21 +8,18 @@ alternate round by round. The model's calls are recorded in llm_calls (SqlRecord
 from __future__ import annotations
 
 import asyncio
-import collections
 import itertools
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
 from bench._chat_fake import CHAT_TOKENS, TITLE, TITLE_TOKENS, chat_reply, pieces
-from bench._pilot_common import Tenant, as_row, median, percentile, prepare
+from bench._pilot_common import Phases, Tenant, as_row, count_statements, median, percentile, prepare
 from deskpilot.chat import effects
 from deskpilot.chat import service as chat
 from deskpilot.chat.schemas import ChatCreate, MessageIn, TurnOut
@@ -35,7 +32,7 @@ from deskpilot.llm.testing import FunctionModel, Reply
 from deskpilot.pilot import similar
 from deskpilot.security.crypto import SecretBox
 from deskpilot.settings import DEV_ENCRYPTION_KEY
-from deskpilot.storage import Database, batch
+from deskpilot.storage import Database
 
 MESSAGE = MessageIn(text="Client laptops drop the VPN several times a day since the firewall update.")
 TITLE_ANSWER = Reply(text=TITLE, input_tokens=TITLE_TOKENS[0], output_tokens=TITLE_TOKENS[1])
@@ -79,46 +76,6 @@ PHASES = (
 )
 
 
-class Phases:
-    """Wall time spent in each wrapped coroutine function, per turn."""
-
-    def __init__(self) -> None:
-        self.spent: dict[str, list[float]] = collections.defaultdict(list)
-        self.current: dict[str, float] = collections.defaultdict(float)
-        self.originals: list[tuple[Any, str, Any]] = []
-
-    @contextmanager
-    def wrapped(self) -> Iterator[None]:
-        for owner, name, label in PHASES:
-            original = getattr(owner, name)
-            self.originals.append((owner, name, original))
-            setattr(owner, name, self._timed(original, label))
-        try:
-            yield
-        finally:
-            for owner, name, original in reversed(self.originals):
-                setattr(owner, name, original)
-            self.originals.clear()
-
-    def _timed(self, original: Callable[..., Any], label: str) -> Callable[..., Any]:
-        current = self.current
-
-        async def timed(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return await original(*args, **kwargs)
-            finally:
-                current[label] += time.perf_counter() - started
-
-        return timed
-
-    def end_turn(self, total_ms: float) -> None:
-        for label, seconds in self.current.items():
-            self.spent[label].append(seconds * 1000.0)
-        self.spent["whole turn"].append(total_ms)
-        self.current.clear()
-
-
 class ChatTurns:
     """Chats of one tenant, driven as the API route does: send_message in a request session, then the turn."""
 
@@ -149,12 +106,12 @@ class Backend:
     samples: list[float] = field(default_factory=list)
     statements: str = ""
     effects: str = ""
-    phases: Phases = field(default_factory=Phases)
+    phases: Phases = field(default_factory=lambda: Phases("whole turn"))
 
 
 async def _round(backend: Backend, chats: int, turns: int, *, record: bool) -> None:
     samples = []
-    with backend.phases.wrapped() if record else _nothing():
+    with backend.phases.wrapped(PHASES) if record else _nothing():
         for _ in range(chats):
             chat_id = await backend.turns.new_chat()
             for _ in range(turns):
@@ -173,40 +130,11 @@ def _nothing() -> Iterator[None]:
     yield
 
 
-@contextmanager
-def _count_statements(db: Database) -> Iterator[collections.Counter[str]]:
-    """SQL statements and commits through SQLAlchemy, plus the writes of SQLite units of work (storage.batch)."""
-    counter: collections.Counter[str] = collections.Counter()
-    engine = db.engine.sync_engine
-
-    def statement(*_args: Any) -> None:
-        counter["statements"] += 1
-
-    def commit(*_args: Any) -> None:
-        counter["commits"] += 1
-
-    original_apply = batch._apply
-
-    def apply(conn: Any, prepared: list[Any]) -> Any:
-        counter["statements"] += len(prepared)
-        return original_apply(conn, prepared)
-
-    event.listen(engine, "after_cursor_execute", statement)
-    event.listen(engine, "commit", commit)
-    batch._apply = apply
-    try:
-        yield counter
-    finally:
-        batch._apply = original_apply
-        event.remove(engine, "after_cursor_execute", statement)
-        event.remove(engine, "commit", commit)
-
-
 async def _inspect(backend: Backend) -> None:
     """Statements of a fresh chat's 2nd turn (no title call), and the parts that show the markers were applied."""
     chat_id = await backend.turns.new_chat()
     await backend.turns.turn(chat_id)
-    with _count_statements(backend.turns.db) as counted:
+    with count_statements(backend.turns.db) as counted:
         done = await backend.turns.turn(chat_id)
     backend.statements = f"{counted['statements']} SQL statements, {counted['commits']} commits per turn"
     kinds = [str(p.get("type", "")).removeprefix("data-") for p in done.parts]

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import statistics
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
+
+from sqlalchemy import event
 
 from deskpilot.all_models import Base
 from deskpilot.identity import service as identity
@@ -18,7 +23,7 @@ from deskpilot.llm.messages import RequestParams
 from deskpilot.llm.testing import Reply
 from deskpilot.pilot.access import Caller
 from deskpilot.pilot.schemas import IntakeClassification, SessionCreate, StepReply, StepResponse
-from deskpilot.storage import Database, migrations
+from deskpilot.storage import Database, batch, migrations
 
 INTAKE = SessionCreate(
     text=(
@@ -141,3 +146,78 @@ def fmt_ms(value: float) -> str:
 
 def as_row(**cells: Any) -> dict[str, str]:
     return {key.replace("_", " "): str(value) for key, value in cells.items()}
+
+
+class Phases:
+    """Wall time spent in wrapped coroutine functions, per turn (the functions are patched, src/ is not edited)."""
+
+    def __init__(self, total_label: str) -> None:
+        self.total_label = total_label
+        self.spent: dict[str, list[float]] = collections.defaultdict(list)
+        self.current: dict[str, float] = collections.defaultdict(float)
+        self.originals: list[tuple[Any, str, Any]] = []
+
+    def wrap(self, owner: Any, name: str, label: str) -> None:
+        original = getattr(owner, name)
+        self.originals.append((owner, name, original))
+        current = self.current
+
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return await original(*args, **kwargs)
+            finally:
+                current[label] += time.perf_counter() - started
+
+        setattr(owner, name, timed)
+
+    def restore(self) -> None:
+        for owner, name, original in reversed(self.originals):
+            setattr(owner, name, original)
+        self.originals.clear()
+
+    @contextmanager
+    def wrapped(self, phases: Sequence[tuple[Any, str, str]]) -> Iterator[None]:
+        for owner, name, label in phases:
+            self.wrap(owner, name, label)
+        try:
+            yield
+        finally:
+            self.restore()
+
+    def end_turn(self, total_ms: float) -> None:
+        for label, seconds in self.current.items():
+            self.spent[label].append(seconds * 1000.0)
+        self.spent[self.total_label].append(total_ms)
+        self.current.clear()
+
+
+@contextmanager
+def count_statements(db: Database) -> Iterator[collections.Counter[str]]:
+    """SQL statements and commits through SQLAlchemy, and the statements of units of work (storage/batch.py),
+    which run in SQLite's connection thread past SQLAlchemy's events."""
+    counter: collections.Counter[str] = collections.Counter()
+    engine = db.engine.sync_engine
+
+    def statement(*_args: Any) -> None:
+        counter["statements"] += 1
+
+    def commit(*_args: Any) -> None:
+        counter["commits"] += 1
+
+    original_apply: Callable[..., Any] = batch._apply
+
+    def apply(conn: Any, prepared: list[Any]) -> Any:
+        counter["statements"] += len(prepared)
+        return original_apply(conn, prepared)
+
+    event.listen(engine, "before_cursor_execute", statement)
+    event.listen(engine, "commit", commit)
+    batch._apply = apply
+    try:
+        yield counter
+    finally:
+        batch._apply = original_apply
+        event.remove(engine, "before_cursor_execute", statement)
+        event.remove(engine, "commit", commit)
+

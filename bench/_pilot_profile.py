@@ -19,7 +19,7 @@ from typing import Any
 
 import aiosqlite.core
 
-from bench._pilot_common import INTAKE, RESPONSE, median, prepare, scripted_reply
+from bench._pilot_common import INTAKE, RESPONSE, Phases, median, prepare, scripted_reply
 from deskpilot.llm import LLM
 from deskpilot.llm.recording import SqlRecorder
 from deskpilot.llm.testing import FunctionModel
@@ -39,39 +39,6 @@ PHASES = (
     (SqlRecorder, "record", "5 llm_calls INSERT + commit of its own (only when not deferred)"),
     (engine, "_store", "6 commit #2: assistant message + step + session + llm_calls (one unit of work)"),
 )
-
-
-class Phases:
-    """Wall time spent in each wrapped function, per turn."""
-
-    def __init__(self) -> None:
-        self.spent: dict[str, list[float]] = collections.defaultdict(list)
-        self.current: dict[str, float] = collections.defaultdict(float)
-        self.originals: list[tuple[Any, str, Any]] = []
-
-    def wrap(self, owner: Any, name: str, label: str) -> None:
-        original = getattr(owner, name)
-        self.originals.append((owner, name, original))
-        current = self.current
-
-        async def timed(*args: Any, **kwargs: Any) -> Any:
-            started = time.perf_counter()
-            try:
-                return await original(*args, **kwargs)
-            finally:
-                current[label] += time.perf_counter() - started
-
-        setattr(owner, name, timed)
-
-    def end_turn(self, total: float) -> None:
-        for label, seconds in self.current.items():
-            self.spent[label].append(seconds * 1000)
-        self.spent["total respond() incl. AsyncSession open/close"].append(total * 1000)
-        self.current.clear()
-
-    def restore(self) -> None:
-        for owner, name, original in reversed(self.originals):
-            setattr(owner, name, original)
 
 
 @contextmanager
@@ -119,16 +86,12 @@ async def profile(sessions: int = 40, turns: int = 10) -> None:
             await one_turn()
         print(f"aiosqlite thread round trips in one turn: {sum(trips.values())} {dict(trips)}")
 
-        phases = Phases()
-        for owner, name, label in PHASES:
-            phases.wrap(owner, name, label)
-        try:
+        phases = Phases("total respond() incl. AsyncSession open/close")
+        with phases.wrapped(PHASES):
             for _ in range(sessions * (turns - 1) // 2):
                 started = time.perf_counter()
                 await one_turn()
-                phases.end_turn(time.perf_counter() - started)
-        finally:
-            phases.restore()
+                phases.end_turn((time.perf_counter() - started) * 1000)
         print("\nphase medians, ms per turn:")
         for label in sorted(phases.spent):
             print(f"  {median(phases.spent[label]):7.3f}  {label}")

@@ -9,12 +9,23 @@ from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
-from sqlalchemy import event, select
+from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
-from bench._pilot_common import INTAKE, RESPONSE, Tenant, as_row, fmt_ms, median, percentile, prepare, scripted_reply
+from bench._pilot_common import (
+    INTAKE,
+    RESPONSE,
+    Tenant,
+    as_row,
+    count_statements,
+    fmt_ms,
+    median,
+    percentile,
+    prepare,
+    scripted_reply,
+)
 from bench._pilot_langgraph import LangGraphTurns, langgraph_turns
 from bench._pilot_profile import count_round_trips
 from deskpilot.llm import LLM
@@ -24,7 +35,7 @@ from deskpilot.pilot import service
 from deskpilot.pilot.models import PilotSession, SessionMessage
 from deskpilot.security.crypto import SecretBox
 from deskpilot.settings import DEV_ENCRYPTION_KEY
-from deskpilot.storage import Database, batch
+from deskpilot.storage import Database
 
 
 class Turns(Protocol):
@@ -121,43 +132,20 @@ async def _round(system: System, sessions: int, turns: int, *, record: bool) -> 
 
 
 @contextmanager
-def _count_statements(turns: Turns) -> Iterator[collections.Counter[str]]:
-    """SQL statements and commits through SQLAlchemy (deskpilot's systems; LangGraph uses aiosqlite directly)."""
-    counter: collections.Counter[str] = collections.Counter()
-    if not isinstance(turns, DeskpilotTurns):
-        yield counter
-        return
-    engine = turns.db.engine.sync_engine
-
-    def statement(*_args: Any) -> None:
-        counter["statements"] += 1
-
-    def commit(*_args: Any) -> None:
-        counter["commits"] += 1
-
-    # A unit of work on SQLite runs its statements in the connection's thread, past SQLAlchemy's events.
-    original_apply = batch._apply
-
-    def apply(conn: Any, prepared: list[Any]) -> Any:
-        counter["statements"] += len(prepared)
-        return original_apply(conn, prepared)
-
-    event.listen(engine, "before_cursor_execute", statement)
-    event.listen(engine, "commit", commit)
-    batch._apply = apply
-    try:
-        yield counter
-    finally:
-        batch._apply = original_apply
-        event.remove(engine, "before_cursor_execute", statement)
-        event.remove(engine, "commit", commit)
+def _statements(turns: Turns) -> Iterator[collections.Counter[str]]:
+    """Deskpilot's statements and commits (LangGraph uses aiosqlite directly: nothing to count there)."""
+    if isinstance(turns, DeskpilotTurns):
+        with count_statements(turns.db) as counter:
+            yield counter
+    else:
+        yield collections.Counter()
 
 
 async def _trips(system: System) -> None:
     """Statements, commits and (on SQLite) aiosqlite thread round trips of one turn: a fresh session's 2nd turn."""
     thread = await system.turns.start()
     await system.turns.respond(thread)
-    with count_round_trips() as trips, _count_statements(system.turns) as statements:
+    with count_round_trips() as trips, _statements(system.turns) as statements:
         await system.turns.respond(thread)
     parts = []
     if statements:

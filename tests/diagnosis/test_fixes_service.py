@@ -380,17 +380,18 @@ async def test_uc016_uc020_a_turn_writes_lane_then_facts_then_the_outcome_before
     async with desk.session() as s:
         row = await s.get(PilotSession, desk.session_id)
         assert row is not None
-        parts = await service.apply_reply_events(s, row, events)
+        done = await service.apply_turn(s, **desk.ids, events=events)
         row.status = "active"  # the turn's own update of the session row still commits
         await s.commit()
-    names = [name for name, _ in parts]
-    assert names == ["task-lane", "facts", "fix-outcome", "suggested-fix"]
-    data = dict(parts)
-    assert next(q["id"] for q in data["task-lane"]["lane"]["questions"]) == str(question_id)
-    assert [f["text"] for f in data["facts"]["facts"]] == ["Build 2408"]
-    assert data["fix-outcome"]["fix"]["id"] == str(old.id)
-    assert data["fix-outcome"]["fix"]["ai_outcome_proposal"]["outcome"] == "failure"
-    assert data["suggested-fix"]["fix"]["title"] == "Re-register the account"
+    assert done.lane.lane is not None
+    assert next(q.id for q in done.lane.lane.questions) == question_id
+    assert [f.text for f in done.promotions.facts] == ["Build 2408"]
+    assert done.outcome is not None
+    assert done.outcome.fix.id == old.id
+    assert done.outcome.fix.ai_outcome_proposal is not None
+    assert done.outcome.fix.ai_outcome_proposal.outcome == "failure"
+    assert done.fix is not None
+    assert done.fix.fix.title == "Re-register the account"
     async with desk.session() as s:
         listed = await service.list_suggested_fixes(s, **desk.ids)
     assert listed.active is not None

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from deskpilot.approvals import service as approvals
-from deskpilot.approvals.models import Decision, SourceKind
+from deskpilot.approvals.models import ApprovalRequest, Decision, SourceKind
 from deskpilot.approvals.schemas import InterruptRequest, ResumeDecision
 from deskpilot.chat import prompts
 from deskpilot.chat.events import ChatEvent, ForkEvent
@@ -110,6 +110,16 @@ async def on_resolve(db: AsyncSession, session: PilotSession) -> None:
 # --- tool calls that need a human ---------------------------------------------------------------
 
 
+async def _request(
+    db: AsyncSession, session: PilotSession, caller: Caller, turn_id: uuid.UUID, call: ToolCall
+) -> ApprovalRequest:
+    """The approval request bound to this call of this turn (arguments validated before it is stored)."""
+    return await approvals.request_approval(
+        db, session.account_id, tool=TOOLS_BY_NAME[call.name], tool_call_id=call.id, arguments=call.arguments,
+        source_kind=SourceKind.CHAT, source_id=turn_id, session_id=session.id, requested_by_id=caller.user_id,
+    )
+
+
 async def request_approvals(
     db: AsyncSession, session: PilotSession, caller: Caller, turn: ChatTurn, calls: Sequence[ToolCall]
 ) -> tuple[dict[str, Any], bool]:
@@ -118,14 +128,11 @@ async def request_approvals(
     A call whose arguments do not fit its tool is never put to a human: it is listed as refused, and a turn
     with nothing left to approve does not pause.
     """
-    pending = []
+    pending: list[ApprovalRequest] = []
     refused: list[dict[str, str]] = []
     for call in calls:
         try:
-            pending.append(await approvals.request_approval(
-                db, session.account_id, tool=TOOLS_BY_NAME[call.name], tool_call_id=call.id, arguments=call.arguments,
-                source_kind=SourceKind.CHAT, source_id=turn.id, session_id=session.id, requested_by_id=caller.user_id,
-            ))
+            pending.append(await _request(db, session, caller, turn.id, call))
         except DeskpilotError as e:
             refused.append({"name": call.name, "tool_call_id": call.id, "error": str(e)})
     if not pending:
@@ -161,7 +168,7 @@ async def _run_claimed(
 
 
 async def _run_approved(
-    db: AsyncSession, session: PilotSession, to_run: Sequence[Any], deps: ToolDeps
+    db: AsyncSession, session: PilotSession, to_run: Sequence[ApprovalRequest], deps: ToolDeps
 ) -> dict[str, str]:
     """Claim and run each approved request once (a claim is a conditional UPDATE: never twice)."""
     results: dict[str, str] = {}
@@ -173,7 +180,7 @@ async def _run_approved(
     return results
 
 
-def _continuation(text: str, requests: Sequence[Any], results: dict[str, str]) -> list[Message]:
+def _continuation(text: str, requests: Sequence[ApprovalRequest], results: dict[str, str]) -> list[Message]:
     """The paused reply with its calls (as they ran: edited arguments included) and one result per call."""
     calls: list[ToolCall] = []
     replies: list[Message] = []
@@ -201,13 +208,10 @@ async def run_granted(
     for call in calls:
         if not await approvals.has_grant(db, session.account_id, session.id, call.name):
             return None
-    requests = []
+    requests: list[ApprovalRequest] = []
     for call in calls:
         try:
-            request = await approvals.request_approval(
-                db, session.account_id, tool=TOOLS_BY_NAME[call.name], tool_call_id=call.id, arguments=call.arguments,
-                source_kind=SourceKind.CHAT, source_id=turn_id, session_id=session.id, requested_by_id=caller.user_id,
-            )
+            request = await _request(db, session, caller, turn_id, call)
         except DeskpilotError:
             return None  # invalid arguments: the normal path refuses them
         decided = await approvals.decide(
@@ -239,9 +243,9 @@ async def run_decisions(
         if r.id not in decided and r.tool_call_id not in decided
         and await approvals.has_grant(db, session.account_id, session.id, r.tool_name)
     ]
+    # Edited arguments are validated with the argument models `requires_approval` registered for the chat tools.
     outcome = await approvals.decide_batch(
-        db, session.account_id, paused.id, [*decisions, *implicit], decided_by=caller.actor,
-        args_models={name: tool.args_model for name, tool in TOOLS_BY_NAME.items()},
+        db, session.account_id, paused.id, [*decisions, *implicit], decided_by=caller.actor
     )
     await db.commit()
     results = await _run_approved(db, session, outcome.to_run, deps)

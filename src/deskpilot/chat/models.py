@@ -17,8 +17,7 @@ class ChatTurn(UUIDPrimaryKey, TenantMixin, Base):
 
     At most one turn per session is `running` (a partial unique index: the THREAD_BUSY guard holds across
     processes). `parts` keeps the turn's data parts (task lane, facts, fix, fork, suggested flows, usage) so a
-    client reconnecting after the stream ended gets the turn's final state; `frames` is how many SSE frames the
-    live stream emitted.
+    client reconnecting after the stream ended gets the turn's final state.
     """
 
     __tablename__ = "chat_turns"
@@ -48,6 +47,5 @@ class ChatTurn(UUIDPrimaryKey, TenantMixin, Base):
     model: Mapped[str | None] = mapped_column(String(120), default=None)
     input_tokens: Mapped[int] = mapped_column(Integer, default=0)
     output_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    frames: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import logging
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -53,13 +51,13 @@ from deskpilot.diagnosis import service as diagnosis
 from deskpilot.errors import DeskpilotError
 from deskpilot.events import audit, notifications
 from deskpilot.events.pubsub import PubSub
-from deskpilot.identity import service as identity
 from deskpilot.knowledge import service as knowledge
-from deskpilot.llm import LLM, CallContext, Message, Purpose, ToolCall, ToolContext
+from deskpilot.llm import LLM, CallContext, Message, Purpose, ToolCall
 from deskpilot.llm.messages import ImagePart
 from deskpilot.pilot import branches as branching
-from deskpilot.pilot import similar
-from deskpilot.pilot.access import Caller, SessionParties, check_access
+from deskpilot.pilot import escalation, similar
+from deskpilot.pilot.access import Caller, check_access
+from deskpilot.pilot.engine import session_parties
 from deskpilot.pilot.errors import BranchClosed, BranchNotFound
 from deskpilot.pilot.lifecycle import Action, SessionStatus, check_escalation_target, check_pickup, transition
 from deskpilot.pilot.models import PilotSession, SessionBranch, SessionMessage
@@ -101,13 +99,6 @@ class ChatDeps:
 # --- sessions -----------------------------------------------------------------------------------
 
 
-def _parties(session: PilotSession) -> SessionParties:
-    return SessionParties(
-        owner_id=session.user_id, team_id=session.team_id, status=session.status,
-        escalated_to_id=session.escalated_to_id, picked_up_by_id=session.picked_up_by_id,
-    )
-
-
 async def load_chat(
     db: AsyncSession, caller: Caller, session_id: uuid.UUID, *, allow_team_access: bool = False
 ) -> PilotSession:
@@ -119,7 +110,7 @@ async def load_chat(
     session = await db.get(PilotSession, session_id)
     if session is None or session.kind != CHAT:
         raise ChatSessionNotFound("Chat session not found")
-    check_access(caller, _parties(session), allow_team_access=allow_team_access)
+    check_access(caller, session_parties(session), allow_team_access=allow_team_access)
     return session
 
 
@@ -238,26 +229,10 @@ async def escalate(
             f"Say how the suggested fix {pending.title!r} went before escalating",
             extra={"fix": pending.model_dump(mode="json")},
         )
-    session.status = new_status
-    session.escalation_reason = request.reason
-    session.escalated_to_id = request.target_user_id
-    session.escalated_at = utcnow()
-    if request.target_user_id is not None:
-        recipients = [request.target_user_id]
-    elif session.team_id is not None:
-        recipients = await identity.active_team_member_ids(
-            db, account_id=session.account_id, team_id=session.team_id, exclude=[caller.user_id]
-        )
-    else:
-        recipients = []
-    sent = [
-        notifications.add_notification(
-            db, account_id=session.account_id, user_id=uid, kind="session.escalated",
-            title=f"Escalated chat: {session.title or 'chat'}", body=f"{caller.name}: {request.reason}",
-            link=f"/chat/{session.id}",
-        )
-        for uid in recipients
-    ]
+    _, sent = await escalation.hand_over(
+        db, session, caller, request, new_status,
+        title=f"Escalated chat: {session.title or 'chat'}", link=f"/chat/{session.id}",
+    )
     audit.record(db, account_id=session.account_id, actor=caller.actor, action="chat.session.escalate",
                  resource_type=SUBJECT_TYPE, resource_id=session.id, details={"notified": len(sent)})
     await db.commit()
@@ -284,12 +259,13 @@ async def pickup(db: AsyncSession, caller: Caller, session_id: uuid.UUID) -> Cha
 # --- branches (UC-022/023) -----------------------------------------------------------------------
 
 
+async def _running_turn(db: AsyncSession, session_id: uuid.UUID) -> ChatTurn | None:
+    return await db.scalar(select(ChatTurn).where(ChatTurn.session_id == session_id, ChatTurn.status == "running"))
+
+
 async def _refuse_while_answering(db: AsyncSession, session_id: uuid.UUID) -> None:
     # Moving to another branch mid-reply would store the reply on a branch the engineer already left.
-    running = await db.scalar(
-        select(ChatTurn.id).where(ChatTurn.session_id == session_id, ChatTurn.status == "running")
-    )
-    if running is not None:
+    if await _running_turn(db, session_id) is not None:
         raise ThreadBusy("The chat is still answering; change branches when the reply is done")
 
 
@@ -375,7 +351,7 @@ class TurnPlan:
     assistant_message_id: uuid.UUID
     assistant_seq: int
     text: str
-    first_turn: bool
+    first_turn: bool = False
     # A resumed turn: the paused reply's tool calls and their results, sent after the conversation.
     continuation: list[Message] = field(default_factory=list)
     # The paused reply's seq: a resumed turn's history stops before it.
@@ -418,7 +394,7 @@ def _check_message(message: MessageIn, llm: LLM) -> tuple[str, tuple[ImagePart, 
 
 async def _check_not_busy(db: AsyncSession, streams: TurnStreams, session_id: uuid.UUID) -> None:
     """SS-043's THREAD_BUSY unless the running turn was cut off (no process streams it and it is old): closed."""
-    running = await db.scalar(select(ChatTurn).where(ChatTurn.session_id == session_id, ChatTurn.status == "running"))
+    running = await _running_turn(db, session_id)
     if running is None:
         return
     if streams.get(running.id) is None and utcnow() - running.started_at >= STALE_TURN:
@@ -460,6 +436,28 @@ async def _open_turn(
     return turn, user, assistant
 
 
+def _plan(session: PilotSession, caller: Caller, turn: ChatTurn, assistant: SessionMessage, text: str) -> TurnPlan:
+    return TurnPlan(
+        account_id=session.account_id, session_id=session.id, turn_id=turn.id, caller=caller,
+        branch_id=turn.branch_id, assistant_message_id=assistant.id, assistant_seq=assistant.seq, text=text,
+    )
+
+
+def _launch(deps: ChatDeps, plan: TurnPlan, *announce: dict[str, Any]) -> TurnStream:
+    """Open the turn's stream with its opening frames (SS-035), `announce`, the assistant row's id (SS-036) and
+    the thinking step, then run the turn detached from the request."""
+    stream = deps.streams.open(plan.turn_id)
+    stream.emit(
+        *frames.opening_parts(plan.assistant_message_id, plan.turn_id),
+        *announce,
+        frames.data_part("assistant-message-id",
+                         {"message_id": str(plan.assistant_message_id), "turn_id": str(plan.turn_id)}),
+        frames.thinking_part(plan.text, images=len(plan.images)),
+    )
+    deps.streams.run(stream, _run_turn(deps, plan, stream))
+    return stream
+
+
 async def send_message(
     db: AsyncSession, deps: ChatDeps, caller: Caller, session_id: uuid.UUID, message: MessageIn
 ) -> TurnStream:
@@ -486,22 +484,11 @@ async def send_message(
     stored_text = with_image_note(clean_user_message(text), len(images))
     turn, user, assistant = await _open_turn(db, session, caller, kind="message", user_text=stored_text)
     assert user is not None
-    stream = deps.streams.open(turn.id)
-    stream.emit(
-        *frames.opening_parts(assistant.id, turn.id),
-        # The text too: a second tab following this turn (after its own THREAD_BUSY) can show the message.
-        frames.data_part("user-message-id", {"message_id": str(user.id), "turn_id": str(turn.id),
-                                             "text": user.content}),
-        frames.data_part("assistant-message-id", {"message_id": str(assistant.id), "turn_id": str(turn.id)}),
-        frames.thinking_part(text, images=len(images)),
-    )
-    plan = TurnPlan(
-        account_id=session.account_id, session_id=session.id, turn_id=turn.id, caller=caller,
-        branch_id=turn.branch_id, assistant_message_id=assistant.id, assistant_seq=assistant.seq, text=text,
-        first_turn=first_turn, images=images,
-    )
-    deps.streams.run(stream, _run_turn(deps, plan, stream))
-    return stream
+    plan = _plan(session, caller, turn, assistant, text)
+    plan.first_turn, plan.images = first_turn, images
+    # The text too: a second tab following this turn (after its own THREAD_BUSY) can show the message.
+    return _launch(deps, plan, frames.data_part(
+        "user-message-id", {"message_id": str(user.id), "turn_id": str(turn.id), "text": user.content}))
 
 
 async def wait_for_turn(deps: ChatDeps, stream: TurnStream, account_id: uuid.UUID) -> TurnOut:
@@ -850,10 +837,6 @@ async def _store(db: AsyncSession, deps: ChatDeps, plan: TurnPlan, outcome: _Out
 # --- approvals: resuming a paused turn ----------------------------------------------------------
 
 
-def arguments_digest(arguments: str) -> str:
-    return hashlib.sha256(arguments.encode()).hexdigest()
-
-
 async def session_kind(db: AsyncSession, session_id: uuid.UUID) -> str | None:
     """Guided or chat (None when the account has no such session): routes shared by both kinds dispatch on it."""
     return await db.scalar(select(PilotSession.kind).where(PilotSession.id == session_id))
@@ -897,21 +880,12 @@ async def _resume_turn(
     tool_deps = ToolDeps(db=db, secrets=deps.secrets, session_id=session.id, http_client=deps.http_client)
     continuation = await effects.run_decisions(db, session, caller, paused, request.decisions, tool_deps)
     turn, _, assistant = await _open_turn(db, session, caller, kind="resume", user_text=None)
-    stream = deps.streams.open(turn.id)
-    stream.emit(
-        *frames.opening_parts(assistant.id, turn.id),
-        frames.data_part("assistant-message-id", {"message_id": str(assistant.id), "turn_id": str(turn.id)}),
-    )
     paused_reply = await db.get(SessionMessage, paused.assistant_message_id) if paused.assistant_message_id else None
-    plan = TurnPlan(
-        account_id=session.account_id, session_id=session.id, turn_id=turn.id, caller=caller,
-        branch_id=turn.branch_id, assistant_message_id=assistant.id, assistant_seq=assistant.seq,
-        text=_last_user_text(await _conversation(db, session, await _active_branch(db, session))),
-        first_turn=False, continuation=continuation,
-        continuation_seq=paused_reply.seq if paused_reply is not None else assistant.seq,
-    )
-    deps.streams.run(stream, _run_turn(deps, plan, stream))
-    return stream
+    plan = _plan(session, caller, turn, assistant,
+                 _last_user_text(await _conversation(db, session, await _active_branch(db, session))))
+    plan.continuation = continuation
+    plan.continuation_seq = paused_reply.seq if paused_reply is not None else assistant.seq
+    return _launch(deps, plan)
 
 
 async def regenerate(db: AsyncSession, deps: ChatDeps, caller: Caller, session_id: uuid.UUID) -> TurnStream:
@@ -936,32 +910,10 @@ async def regenerate(db: AsyncSession, deps: ChatDeps, caller: Caller, session_i
         replaced.role = REPLACED
     session.status = SessionStatus.ACTIVE
     turn, _, assistant = await _open_turn(db, session, caller, kind="regenerate", user_text=None)
-    stream = deps.streams.open(turn.id)
-    stream.emit(
-        *frames.opening_parts(assistant.id, turn.id),
-        frames.data_part("assistant-message-id", {"message_id": str(assistant.id), "turn_id": str(turn.id)}),
-        frames.thinking_part(user.content),
-    )
-    plan = TurnPlan(
-        account_id=session.account_id, session_id=session.id, turn_id=turn.id, caller=caller,
-        branch_id=turn.branch_id, assistant_message_id=assistant.id, assistant_seq=assistant.seq,
-        text=user.content, first_turn=False, user_seq=user.seq,
-    )
-    deps.streams.run(stream, _run_turn(deps, plan, stream))
-    return stream
+    plan = _plan(session, caller, turn, assistant, user.content)
+    plan.user_seq = user.seq
+    return _launch(deps, plan)
 
 
 def _last_user_text(messages: Sequence[SessionMessage]) -> str:
     return next((m.content for m in reversed(messages) if m.role == "user"), "")
-
-
-def tool_context(deps: ToolDeps, account_id: uuid.UUID, call: ToolCall) -> ToolContext[object]:
-    return ToolContext(deps=deps, account_id=account_id, call=call, step=1)
-
-
-def call_arguments(call: ToolCall) -> dict[str, Any]:
-    try:
-        value = json.loads(call.arguments or "{}")
-    except json.JSONDecodeError:
-        return {}
-    return value if isinstance(value, dict) else {}

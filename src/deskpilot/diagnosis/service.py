@@ -75,8 +75,8 @@ from deskpilot.diagnosis.schemas import (
 )
 from deskpilot.knowledge import service as knowledge
 from deskpilot.llm import LLM, CallContext, Message, Purpose
-from deskpilot.pilot.access import Caller, SessionParties, check_access
-from deskpilot.pilot.engine import SUBJECT_TYPE, end_read
+from deskpilot.pilot.access import Caller, check_access
+from deskpilot.pilot.engine import SUBJECT_TYPE, end_read, session_parties
 from deskpilot.pilot.errors import SessionNotFound
 
 # The one table of another domain used here: `sessions` is shared by guided and chat sessions, and the rules
@@ -88,7 +88,6 @@ __all__ = [
     "PromptState",
     "TurnDiagnosis",
     "add_user_note",
-    "apply_reply_events",
     "apply_task_lane",
     "apply_turn",
     "check_session_access",
@@ -133,14 +132,7 @@ async def check_session_access(db: AsyncSession, caller: Caller, session_id: uui
     session = await db.get(PilotSession, session_id)
     if session is None or session.account_id != caller.account_id:
         raise SessionNotFound(f"session {str(session_id)!r} not found")
-    parties = SessionParties(
-        owner_id=session.user_id,
-        team_id=session.team_id,
-        status=session.status,
-        escalated_to_id=session.escalated_to_id,
-        picked_up_by_id=session.picked_up_by_id,
-    )
-    check_access(caller, parties, allow_team_access=not write)
+    check_access(caller, session_parties(session), allow_team_access=not write)
 
 
 async def state_version(db: AsyncSession, *, account_id: uuid.UUID, session_id: uuid.UUID) -> int:
@@ -859,26 +851,6 @@ async def apply_turn(
         result.fix = await persist_suggested_fix(db, account_id=account_id, session_id=session_id, event=suggestion)
     result.state_version = await state_version(db, account_id=account_id, session_id=session_id)
     return result
-
-
-async def apply_reply_events(
-    db: AsyncSession, session: PilotSession, events: Sequence[ChatEvent]
-) -> list[tuple[str, dict[str, Any]]]:
-    """Chat turn: `apply_turn` for a loaded session, as (name, JSON data) pairs for the turn's data parts.
-
-    Always `task-lane` (the lane after this turn, null when cleared); then `facts` when facts were stored or
-    skipped, `fix-outcome` when a proposal was kept, `suggested-fix` when a new fix became active. Each carries
-    the `state_version` after it.
-    """
-    done = await apply_turn(db, account_id=session.account_id, session_id=session.id, events=events)
-    parts: list[tuple[str, dict[str, Any]]] = [("task-lane", done.lane.model_dump(mode="json"))]
-    if done.promotions.facts or done.promotions.skipped:
-        parts.append(("facts", done.promotions.model_dump(mode="json")))
-    if done.outcome is not None:
-        parts.append(("fix-outcome", done.outcome.model_dump(mode="json")))
-    if done.fix is not None:
-        parts.append(("suggested-fix", done.fix.model_dump(mode="json")))
-    return parts
 
 
 # --- what the next prompt says about the session ----------------------------------------------------

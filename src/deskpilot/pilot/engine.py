@@ -94,7 +94,8 @@ class PilotDeps:
 # --- loading and views ----------------------------------------------------------------------
 
 
-def _parties(session: PilotSession) -> SessionParties:
+def session_parties(session: PilotSession) -> SessionParties:
+    """The session fields the FP-033 access rule reads (guided sessions and chats alike)."""
     return SessionParties(
         owner_id=session.user_id, team_id=session.team_id, status=session.status,
         escalated_to_id=session.escalated_to_id, picked_up_by_id=session.picked_up_by_id,
@@ -108,7 +109,7 @@ async def load_session(
     session = await db.get(PilotSession, session_id)
     if session is None or session.kind != GUIDED:
         raise SessionNotFound(f"session {str(session_id)!r} not found")
-    check_access(caller, _parties(session), allow_team_access=allow_team_access)
+    check_access(caller, session_parties(session), allow_team_access=allow_team_access)
     return session
 
 
@@ -134,7 +135,7 @@ async def load_turn(
     if row is None or row[0].kind != GUIDED:
         raise SessionNotFound(f"session {str(session_id)!r} not found")
     session, step = row
-    check_access(caller, _parties(session))
+    check_access(caller, session_parties(session))
     return session, step
 
 

@@ -8,11 +8,24 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Literal
 
+from sqlalchemy.ext.asyncio import AsyncSession
+
 from deskpilot.errors import DeskpilotError
+from deskpilot.events import notifications
+from deskpilot.events.schemas import NotificationOut
+from deskpilot.identity import service as identity
 from deskpilot.llm import LLM, CallContext, Message, Purpose
 from deskpilot.pilot import prompts
-from deskpilot.pilot.models import SessionStep
-from deskpilot.pilot.schemas import EscalationInsights, EscalationPackage, StepTried, content_options
+from deskpilot.pilot.access import Caller
+from deskpilot.pilot.models import PilotSession, SessionStep
+from deskpilot.pilot.schemas import (
+    EscalateRequest,
+    EscalationInsights,
+    EscalationPackage,
+    StepTried,
+    content_options,
+)
+from deskpilot.storage import utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -164,3 +177,38 @@ def briefing_markdown(package: EscalationPackage) -> str:
 def briefing_content(markdown: str) -> dict[str, object]:
     """Stored content of the briefing step: an action-typed step the engineer reads, never answers (FP-041)."""
     return {"type": "briefing", "text": markdown, "allow_free_text": False, "allow_skip": False}
+
+
+async def hand_over(
+    db: AsyncSession,
+    session: PilotSession,
+    caller: Caller,
+    request: EscalateRequest,
+    new_status: str,
+    *,
+    title: str,
+    link: str,
+) -> tuple[list[uuid.UUID], list[NotificationOut]]:
+    """Mark the session escalated (FP-038) and notify the target, or every active member of its team but the
+    caller, in the caller's transaction; the recipients and the notifications to publish after the commit."""
+    session.status = new_status
+    session.escalation_reason = request.reason
+    session.escalated_to_id = request.target_user_id
+    session.escalated_at = utcnow()
+    if request.target_user_id is not None:
+        recipients = [request.target_user_id]
+    elif session.team_id is not None:
+        recipients = await identity.active_team_member_ids(
+            db, account_id=session.account_id, team_id=session.team_id, exclude=[caller.user_id]
+        )
+    else:
+        recipients = []
+    sent = [
+        notifications.add_notification(
+            db, account_id=session.account_id, user_id=uid, kind="session.escalated", title=title,
+            body=f"{caller.name}: {request.reason}", link=link,
+        )
+        for uid in recipients
+    ]
+    return recipients, sent
+

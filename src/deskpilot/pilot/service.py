@@ -722,30 +722,13 @@ async def escalate(
         problem_domain=session.problem_domain, intake=session.intake, confidence=session.confidence_score,
         tried=tried, reason=request.reason, insights=insights.value,
     )
-    now = utcnow()
-    session.status = new_status
-    session.escalation_reason = request.reason
-    session.escalated_to_id = request.target_user_id
-    session.escalated_at = now
     session.escalation_package = package.model_dump(mode="json")
     session.total_input_tokens += insights.input_tokens
     session.total_output_tokens += insights.output_tokens
-    if request.target_user_id is not None:
-        recipients = [request.target_user_id]
-    elif session.team_id is not None:
-        recipients = await identity.active_team_member_ids(
-            db, account_id=session.account_id, team_id=session.team_id, exclude=[caller.user_id]
-        )
-    else:
-        recipients = []
-    sent = [
-        notifications.add_notification(
-            db, account_id=session.account_id, user_id=uid, kind="session.escalated",
-            title=f"Escalated: {session.problem_summary or 'troubleshooting session'}",
-            body=f"{caller.name}: {request.reason}", link=f"/pilot/{session.id}",
-        )
-        for uid in recipients
-    ]
+    recipients, sent = await escalation.hand_over(
+        db, session, caller, request, new_status,
+        title=f"Escalated: {session.problem_summary or 'troubleshooting session'}", link=f"/pilot/{session.id}",
+    )
     audit.record(db, account_id=session.account_id, actor=caller.actor, action="pilot.session.escalate",
                  resource_type=SUBJECT_TYPE, resource_id=session.id,
                  details={"target_user_id": str(request.target_user_id) if request.target_user_id else None,
