@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 import uuid
@@ -277,13 +276,13 @@ class LLM:
         max_tokens: int | None,
         timeout_s: float | None,
         output: OutputSchema | None = None,
-        tools: tuple[Tool, ...] = (),
+        tools: tuple[Tool | ToolDefinition, ...] = (),
     ) -> RequestParams:
         cap = self.settings.max_tokens_per_call
         return RequestParams(
             max_tokens=cap if max_tokens is None else min(max_tokens, cap),
             timeout_s=timeout_s or self.settings.timeout_s,
-            tools=tuple(t.definition for t in tools),
+            tools=tuple(t if isinstance(t, ToolDefinition) else t.definition for t in tools),
             output=output,
         )
 
@@ -385,10 +384,7 @@ class LLM:
         """
         model = self.model_for(purpose)
         history = as_messages(messages)
-        params = self._params(max_tokens, timeout_s)
-        offered = tuple(t if isinstance(t, ToolDefinition) else t.definition for t in tools)
-        if offered:
-            params = dataclasses.replace(params, tools=offered)
+        params = self._params(max_tokens, timeout_s, tools=tuple(tools))
         if budget is not None:
             budget.check(history, params.max_tokens or 0)
         return TextStream(self._stream(purpose, model, history, params, budget, account_id, context))
