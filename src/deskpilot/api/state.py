@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from deskpilot.chat.context import ContextCache
 from deskpilot.chat.stream import TurnStreams
 from deskpilot.events.pubsub import PubSub, make_pubsub
 from deskpilot.jobs import JobBackend, JobContext, make_job_backend, registry
@@ -31,6 +32,7 @@ class AppState:
     jobs: JobBackend = field(init=False)
     # Chat turns run detached from their requests; shutdown cancels them and they store what they have.
     chat_streams: TurnStreams = field(init=False, default_factory=TurnStreams)
+    chat_contexts: ContextCache = field(init=False, default_factory=ContextCache)
     _started: bool = field(init=False, default=False)
     # What runs beside the requests for the app's lifetime (SQLite WAL checkpoints).
     _background: contextlib.AsyncExitStack = field(init=False, default_factory=contextlib.AsyncExitStack)

@@ -30,7 +30,9 @@ logger = logging.getLogger(__name__)
 
 async def session_state(db: AsyncSession, session: PilotSession) -> prompts.SessionFacts:
     """The session's problem, task lane, facts and active fix, as the prompt shows them."""
-    state = await diagnosis.prompt_state(db, session.id, account_id=session.account_id)
+    state = await diagnosis.prompt_state(
+        db, session.id, account_id=session.account_id, known_version=session.state_version
+    )
     lines: list[prompts.LaneLine] = []
     if state.lane is not None:
         lines += [prompts.LaneLine("question", q.id, q.text, q.status.value, q.answer) for q in state.lane.questions]

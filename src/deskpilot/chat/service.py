@@ -19,6 +19,7 @@ from sqlalchemy.orm.exc import StaleDataError
 
 from deskpilot.chat import effects, prompts
 from deskpilot.chat import stream as frames
+from deskpilot.chat.context import ContextCache, TurnContext
 from deskpilot.chat.errors import (
     CannotSend,
     ChatSessionNotFound,
@@ -64,6 +65,7 @@ from deskpilot.pilot.models import PilotSession, SessionBranch, SessionMessage
 from deskpilot.pilot.schemas import BranchNode, EscalateRequest
 from deskpilot.security.crypto import SecretBox
 from deskpilot.storage import Database, utcnow
+from deskpilot.storage.batch import Write, WriteConflict, commit_writes, insert_row, update_row
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +96,8 @@ class ChatDeps:
     secrets: SecretBox
     http_client: httpx.AsyncClient | None = None
     pubsub: PubSub | None = None
+    # Prompt contexts of recently answered chats (None: every turn reads the database).
+    contexts: ContextCache | None = None
 
 
 # --- sessions -----------------------------------------------------------------------------------
@@ -392,16 +396,20 @@ def _check_message(message: MessageIn, llm: LLM) -> tuple[str, tuple[ImagePart, 
     return text, images
 
 
-async def _check_not_busy(db: AsyncSession, streams: TurnStreams, session_id: uuid.UUID) -> None:
-    """SS-043's THREAD_BUSY unless the running turn was cut off (no process streams it and it is old): closed."""
+async def _close_stale_turn(db: AsyncSession, streams: TurnStreams, session_id: uuid.UUID) -> bool:
+    """Close the session's running turn if it was cut off (no process streams it and it is old); True if closed."""
     running = await _running_turn(db, session_id)
-    if running is None:
-        return
-    if streams.get(running.id) is None and utcnow() - running.started_at >= STALE_TURN:
-        running.status, running.error_code, running.finished_at = "interrupted", "TURN_ABANDONED", utcnow()
-        await db.flush()
-        return
-    raise ThreadBusy("This chat is still answering the previous message; wait for it to finish")
+    if running is None or streams.get(running.id) is not None or utcnow() - running.started_at < STALE_TURN:
+        return False
+    running.status, running.error_code, running.finished_at = "interrupted", "TURN_ABANDONED", utcnow()
+    await db.commit()
+    return True
+
+
+async def _check_not_busy(db: AsyncSession, streams: TurnStreams, session_id: uuid.UUID) -> None:
+    """SS-043's THREAD_BUSY unless the running turn was cut off: then it is closed and the new turn may start."""
+    if await _running_turn(db, session_id) is not None and not await _close_stale_turn(db, streams, session_id):
+        raise ThreadBusy("This chat is still answering the previous message; wait for it to finish")
 
 
 def _new_message(session: PilotSession, branch_id: uuid.UUID | None, role: str, content: str) -> SessionMessage:
@@ -443,10 +451,8 @@ def _plan(session: PilotSession, caller: Caller, turn: ChatTurn, assistant: Sess
     )
 
 
-def _launch(deps: ChatDeps, plan: TurnPlan, *announce: dict[str, Any]) -> TurnStream:
-    """Open the turn's stream with its opening frames (SS-035), `announce`, the assistant row's id (SS-036) and
-    the thinking step, then run the turn detached from the request."""
-    stream = deps.streams.open(plan.turn_id)
+def _announce(stream: TurnStream, plan: TurnPlan, *announce: dict[str, Any]) -> None:
+    """The turn's opening frames (SS-035), `announce`, the assistant row's id (SS-036) and the thinking step."""
     stream.emit(
         *frames.opening_parts(plan.assistant_message_id, plan.turn_id),
         *announce,
@@ -454,6 +460,12 @@ def _launch(deps: ChatDeps, plan: TurnPlan, *announce: dict[str, Any]) -> TurnSt
                          {"message_id": str(plan.assistant_message_id), "turn_id": str(plan.turn_id)}),
         frames.thinking_part(plan.text, images=len(plan.images)),
     )
+
+
+def _launch(deps: ChatDeps, plan: TurnPlan, *announce: dict[str, Any]) -> TurnStream:
+    """Open the turn's stream with its opening frames, then run the turn detached from the request."""
+    stream = deps.streams.open(plan.turn_id)
+    _announce(stream, plan, *announce)
     deps.streams.run(stream, _run_turn(deps, plan, stream))
     return stream
 
@@ -461,34 +473,85 @@ def _launch(deps: ChatDeps, plan: TurnPlan, *announce: dict[str, Any]) -> TurnSt
 async def send_message(
     db: AsyncSession, deps: ChatDeps, caller: Caller, session_id: uuid.UUID, message: MessageIn
 ) -> TurnStream:
-    """Start a turn: the user's message is committed and announced before the model is asked (SS-036).
+    """Start a turn: the user's message is committed and announced before any model output (SS-036).
 
-    The turn then runs detached from the request; read it from the returned stream (or `wait_for_turn`).
+    Time to the first token is kept short: the conversation and the session's state are read in this request's
+    transaction, the model is asked while the turn's rows commit (one batch), and its first delta is held until
+    they have. The turn then runs detached from the request; read it from the returned stream (or
+    `wait_for_turn`).
     """
     text, images = _check_message(message, deps.llm)
     session = await load_chat(db, caller, session_id)
     if session.status not in (SessionStatus.ACTIVE, SessionStatus.PAUSED):
         raise CannotSend(f"Cannot send messages to a {session.status} session")
     deps.llm.model_for(Purpose.CHAT)  # no provider for chat: a 503 before anything is stored
-    await _check_not_busy(db, deps.streams, session.id)
     first_turn = session.step_count == 0
-    if session.status == SessionStatus.PAUSED:
-        session.status = SessionStatus.ACTIVE
-    if first_turn:
-        if session.title in (None, "", "New Chat"):
-            session.title = prompts.fallback_title(text)
-        if text:  # an images-only first message says nothing a summary could repeat
-            session.problem_summary = session.problem_summary or prompts.fallback_title(text)[:200]
-    session.step_count += 2  # UC-004: the display count of messages
+    branch_id = session.active_branch_id
     # The images themselves are not stored: later turns see the note, not the pixels.
     stored_text = with_image_note(clean_user_message(text), len(images))
-    turn, user, assistant = await _open_turn(db, session, caller, kind="message", user_text=stored_text)
-    assert user is not None
-    plan = _plan(session, caller, turn, assistant, text)
-    plan.first_turn, plan.images = first_turn, images
+    now = utcnow()
+    user_id, assistant_id = uuid.uuid4(), uuid.uuid4()
+    turn = ChatTurn(
+        id=uuid.uuid4(), account_id=session.account_id, session_id=session.id, user_id=caller.user_id,
+        branch_id=branch_id, kind="message", status="running", user_message_id=user_id,
+        assistant_message_id=assistant_id, content="", parts=[], error_code=None, model=None, input_tokens=0,
+        output_tokens=0, started_at=now, finished_at=None,
+    )
+    user_seq = session.message_seq + 1
+    plan = TurnPlan(
+        account_id=session.account_id, session_id=session.id, turn_id=turn.id, caller=caller,
+        branch_id=branch_id, assistant_message_id=assistant_id, assistant_seq=user_seq + 1,
+        text=text, first_turn=first_turn, images=images,
+    )
+    cached = deps.contexts.get(session.id, session.state_version, branch_id) if deps.contexts else None
+    context = cached or await _read_in(db, session, branch_id, plan.history_before)
+    changes: dict[str, Any] = {
+        "message_seq": user_seq + 1, "step_count": session.step_count + 2,  # UC-004: the display count
+        "state_version": session.state_version + 1, "updated_at": now,
+    }
+    if session.status == SessionStatus.PAUSED:
+        changes["status"] = SessionStatus.ACTIVE.value
+    if first_turn:
+        if session.title in (None, "", "New Chat"):
+            changes["title"] = prompts.fallback_title(text)
+        if text and not session.problem_summary:  # an images-only first message says nothing to repeat
+            changes["problem_summary"] = prompts.fallback_title(text)[:200]
+
+    def message_row(message_id: uuid.UUID, seq: int, role: str, content: str) -> Write:
+        return insert_row(SessionMessage, {
+            "id": message_id, "account_id": session.account_id, "session_id": session.id, "branch_id": branch_id,
+            "seq": seq, "role": role, "content": content, "created_at": now,
+        })
+
+    writes = [
+        insert_row(ChatTurn, {c.key: getattr(turn, c.key) for c in ChatTurn.__table__.columns}),
+        message_row(user_id, user_seq, "user", stored_text),
+        message_row(assistant_id, user_seq + 1, "assistant", ""),
+        update_row(PilotSession, {"id": session.id, "account_id": session.account_id,
+                                  "state_version": session.state_version}, changes),
+    ]
+    stream = deps.streams.open(turn.id)
+    gate = _Gate()
+    task = deps.streams.run(stream, _run_turn(deps, plan, stream, context=context, gate=gate))
+    try:
+        await commit_writes(db, writes)
+    except (IntegrityError, WriteConflict):
+        gate.settle(False)
+        task.cancel()
+        deps.streams.discard(turn.id)
+        if await _close_stale_turn(db, deps.streams, session_id):
+            return await send_message(db, deps, caller, session_id, message)
+        raise ThreadBusy("This chat is still answering the previous message; wait for it to finish") from None
+    except BaseException:
+        gate.settle(False)
+        task.cancel()
+        deps.streams.discard(turn.id)
+        raise
     # The text too: a second tab following this turn (after its own THREAD_BUSY) can show the message.
-    return _launch(deps, plan, frames.data_part(
-        "user-message-id", {"message_id": str(user.id), "turn_id": str(turn.id), "text": user.content}))
+    _announce(stream, plan, frames.data_part(
+        "user-message-id", {"message_id": str(user_id), "turn_id": str(turn.id), "text": stored_text}))
+    gate.settle(True)
+    return stream
 
 
 async def wait_for_turn(deps: ChatDeps, stream: TurnStream, account_id: uuid.UUID) -> TurnOut:
@@ -519,7 +582,7 @@ async def turn_frames(
         return None
     live = deps.streams.get(turn.id)
     if live is not None:
-        return live.follow(after)
+        return live.follow(after, batched=True)
     await db.close()
     return _replay(deps, caller.account_id, turn.id, after)
 
@@ -544,6 +607,41 @@ async def _replay(deps: ChatDeps, account_id: uuid.UUID, turn_id: uuid.UUID, aft
 
 
 # --- running a turn -----------------------------------------------------------------------------
+
+
+class _TurnDropped(Exception):
+    """The request could not store the turn's rows (THREAD_BUSY, an error): the turn ends without output."""
+
+
+class _Gate:
+    """Holds a turn's output back until the request has committed the turn's rows (SS-036).
+
+    The model is asked while those rows commit; `wait` passes once they have, and raises `_TurnDropped` when
+    they could not be (the request then cancels the turn, which stores nothing).
+    """
+
+    __slots__ = ("_settled",)
+
+    def __init__(self, is_open: bool | None = None) -> None:
+        self._settled: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        if is_open is not None:
+            self._settled.set_result(is_open)
+
+    def settle(self, is_open: bool) -> None:
+        if not self._settled.done():
+            self._settled.set_result(is_open)
+
+    @property
+    def is_open(self) -> bool:
+        return self._settled.done() and self._settled.result()
+
+    async def opened(self) -> bool:
+        # Shielded: a cancelled waiter must not cancel the future the request settles.
+        return await asyncio.shield(self._settled)
+
+    async def wait(self) -> None:
+        if not self.is_open and not await self.opened():
+            raise _TurnDropped
 
 
 @dataclass(slots=True)
@@ -581,46 +679,43 @@ def _emit_text(stream: TurnStream, outcome: _Outcome) -> None:
     stream.emit({"type": "text-delta", "id": frames.TEXT_PART_ID, "delta": delta})
 
 
-@dataclass(slots=True)
-class _Context:
-    """What the turn read before asking the model."""
-
-    history: list[Message]
-    state: prompts.SessionFacts
-    team_id: uuid.UUID | None
-    domain: str | None
-    siblings: str = ""
-    revival: str | None = None
-    # Retrieval of an earlier turn, kept on the session: (prompt snippets, suggested flows).
-    knowledge: tuple[list[str], list[dict[str, Any]]] | None = None
-
-
-async def _read(deps: ChatDeps, plan: TurnPlan) -> _Context:
-    """Read the conversation and the session's state in one short transaction."""
+async def _read(deps: ChatDeps, plan: TurnPlan) -> TurnContext:
+    """Read the conversation and the session's state in one short transaction of the turn's own."""
     async with deps.database.session(plan.account_id) as db:
         session = await db.get(PilotSession, plan.session_id)
         if session is None:
             raise ChatSessionNotFound("Chat session not found")
-        branch = await db.get(SessionBranch, plan.branch_id) if plan.branch_id else None
-        history = [
-            Message.user(m.content) if m.role == "user" else Message.assistant(m.content)
-            for m in await _conversation(db, session, branch, before_seq=plan.history_before)
-            if m.role in ("user", "assistant") and m.content
-        ]
-        context = _Context(history=history, state=await effects.session_state(db, session),
-                           team_id=session.team_id, domain=session.problem_domain)
-        if branch is not None and session.is_branching:
-            all_branches = await branching.load_branches(db, session.id)
-            context.siblings = branching.sibling_summary(branching.siblings_for(branch, all_branches))
-            if branch.status == "revived" and branch.findings:
-                context.revival = branch.findings[-1]
-        cached = (session.intake or {}).get(KNOWLEDGE_KEY)
-        if isinstance(cached, dict):
-            context.knowledge = (list(cached.get("snippets") or []), list(cached.get("suggested") or []))
+        return await _read_in(db, session, plan.branch_id, plan.history_before)
+
+
+async def _read_in(
+    db: AsyncSession, session: PilotSession, branch_id: uuid.UUID | None, before_seq: int
+) -> TurnContext:
+    """What a prompt needs from the database: the branch's conversation before `before_seq`, the session's state."""
+    branch = await db.get(SessionBranch, branch_id) if branch_id else None
+    rows = await db.execute(
+        select(SessionMessage.role, SessionMessage.content)
+        .where(branching.history_filter(session.id, branch), SessionMessage.seq < before_seq,
+               SessionMessage.role.in_(("user", "assistant")), SessionMessage.content != "")
+        .order_by(SessionMessage.seq.desc())
+        .limit(HISTORY_MESSAGES)
+    )
+    history = [Message.user(content) if role == "user" else Message.assistant(content) for role, content in rows]
+    history.reverse()
+    context = TurnContext(history=history, state=await effects.session_state(db, session),
+                       team_id=session.team_id, domain=session.problem_domain)
+    if branch is not None and session.is_branching:
+        all_branches = await branching.load_branches(db, session.id)
+        context.siblings = branching.sibling_summary(branching.siblings_for(branch, all_branches))
+        if branch.status == "revived" and branch.findings:
+            context.revival = branch.findings[-1]
+    cached = (session.intake or {}).get(KNOWLEDGE_KEY)
+    if isinstance(cached, dict):
+        context.knowledge = (list(cached.get("snippets") or []), list(cached.get("suggested") or []))
     return context
 
 
-async def _retrieve(deps: ChatDeps, plan: TurnPlan, context: _Context) -> tuple[list[str], list[dict[str, Any]]]:
+async def _retrieve(deps: ChatDeps, plan: TurnPlan, context: TurnContext) -> tuple[list[str], list[dict[str, Any]]]:
     """UC-005: runbooks, similar resolved sessions and script templates for this message: prompt snippets and
     the suggested flows."""
     async with deps.database.session(plan.account_id) as db:
@@ -644,8 +739,8 @@ async def _retrieve(deps: ChatDeps, plan: TurnPlan, context: _Context) -> tuple[
     return snippets, suggested
 
 
-async def _refresh_knowledge(deps: ChatDeps, plan: TurnPlan, context: _Context, stream: TurnStream,
-                             outcome: _Outcome) -> None:
+async def _refresh_knowledge(deps: ChatDeps, plan: TurnPlan, context: TurnContext, stream: TurnStream,
+                             outcome: _Outcome, gate: _Gate) -> None:
     """Retrieval for this message while the model answers: suggested flows now, prompt snippets next turn."""
     try:
         snippets, suggested = await _retrieve(deps, plan, context)
@@ -654,6 +749,7 @@ async def _refresh_knowledge(deps: ChatDeps, plan: TurnPlan, context: _Context, 
         return
     outcome.knowledge = (snippets, suggested)
     if suggested:
+        await gate.wait()
         stream.emit(frames.data_part("suggested-flows", suggested))
 
 
@@ -678,24 +774,28 @@ def _title_ready(task: asyncio.Task[str | None] | None, stream: TurnStream, outc
         stream.emit(frames.data_part("thread-title-update", {"threadId": str(plan.session_id), "title": title}))
 
 
-async def _run_turn(deps: ChatDeps, plan: TurnPlan, stream: TurnStream) -> None:
+async def _run_turn(
+    deps: ChatDeps, plan: TurnPlan, stream: TurnStream, *, context: TurnContext | None = None, gate: _Gate | None = None
+) -> None:
     """The turn task: context, streamed model reply, markers and tools, then the shielded finalize (SS-040).
 
+    `context` is what the request already read; `gate` holds the output until the request committed the turn.
     Knowledge retrieval is on the way to the first token only when the chat has none yet (its first turn):
-    later turns use the snippets kept from the turn before and retrieve for the new message while the model
-    answers, so suggested flows still follow the conversation.
+    later turns use the snippets kept from the turn before and retrieve for the new message once the reply
+    streams, so suggested flows still follow the conversation without delaying the first token.
     """
+    gate = gate or _Gate(True)
     outcome = _Outcome()
     title_task: asyncio.Task[str | None] | None = None
     refresh: asyncio.Task[None] | None = None
     try:
-        context = await _read(deps, plan)
+        if context is None:
+            context = await _read(deps, plan)
         if context.knowledge is None:
-            await _refresh_knowledge(deps, plan, context, stream, outcome)
+            await _refresh_knowledge(deps, plan, context, stream, outcome, gate)
             snippets = outcome.knowledge[0] if outcome.knowledge else []
         else:
             snippets = context.knowledge[0]
-            refresh = asyncio.create_task(_refresh_knowledge(deps, plan, context, stream, outcome))
         if plan.first_turn and plan.text.strip():  # an images-only first message keeps the fallback title
             title_task = asyncio.create_task(_make_title(deps.llm, plan))
         system = prompts.system_prompt(context.state, snippets, siblings=context.siblings, revival=context.revival)
@@ -711,8 +811,11 @@ async def _run_turn(deps: ChatDeps, plan: TurnPlan, stream: TurnStream) -> None:
                 tools=(*CHAT_TOOLS, *CHAT_EVENT_TOOLS),
             ) as reply:
                 async for delta in reply:
+                    await gate.wait()
                     outcome.raw += delta
                     _emit_text(stream, outcome)
+                    if refresh is None and context.knowledge is not None:
+                        refresh = asyncio.create_task(_refresh_knowledge(deps, plan, context, stream, outcome, gate))
                     _title_ready(title_task, stream, outcome, plan)
             result = reply.result
             outcome.model = result.usage.model
@@ -729,12 +832,15 @@ async def _run_turn(deps: ChatDeps, plan: TurnPlan, stream: TurnStream) -> None:
             messages += ran
             outcome.raw += "\n\n"
             outcome.tool_calls = ()
+        await gate.wait()
         outcome.status = "complete"
         if title_task is not None:
             await asyncio.wait({title_task}, timeout=TITLE_WAIT_S)
             _title_ready(title_task, stream, outcome, plan)
         if refresh is not None:
             await refresh
+    except _TurnDropped:
+        pass
     except asyncio.CancelledError:
         outcome.status = "interrupted"
         outcome.error = ("TURN_CANCELLED", "The server stopped during this turn; the reply so far is kept")
@@ -751,7 +857,8 @@ async def _run_turn(deps: ChatDeps, plan: TurnPlan, stream: TurnStream) -> None:
             if task is not None and not task.done():
                 task.cancel()
         with anyio.CancelScope(shield=True):
-            await _finalize(deps, plan, stream, outcome)
+            if await gate.opened():
+                await _finalize(deps, plan, stream, outcome)
 
 
 async def _run_granted(deps: ChatDeps, plan: TurnPlan, text: str, calls: Sequence[ToolCall]) -> list[Message] | None:
@@ -831,7 +938,23 @@ async def _store(db: AsyncSession, deps: ChatDeps, plan: TurnPlan, outcome: _Out
     turn.input_tokens, turn.output_tokens = outcome.input_tokens, outcome.output_tokens
     turn.error_code = outcome.error[0] if outcome.error else None
     turn.finished_at = utcnow()
+    following = await _following_context(db, deps, session)
     await db.commit()
+    if following is not None and deps.contexts is not None:
+        # The version this commit gave the session: the context was read in the same transaction.
+        deps.contexts.put(session.id, session.state_version, session.active_branch_id, following)
+
+
+async def _following_context(db: AsyncSession, deps: ChatDeps, session: PilotSession) -> TurnContext | None:
+    """The context of the conversation this turn leaves behind, for the chat's next message (never fails the turn)."""
+    if deps.contexts is None or session.status not in (SessionStatus.ACTIVE, SessionStatus.PAUSED):
+        return None
+    try:
+        return await _read_in(db, session, session.active_branch_id, session.message_seq + 1)
+    except Exception:
+        logger.warning("chat %s: could not keep the prompt context", session.id, exc_info=True)
+        deps.contexts.forget(session.id)
+        return None
 
 
 # --- approvals: resuming a paused turn ----------------------------------------------------------

@@ -866,10 +866,13 @@ class PromptState:
     state_version: int
 
 
-async def prompt_state(db: AsyncSession, session_id: uuid.UUID, *, account_id: uuid.UUID | None = None) -> PromptState:
+async def prompt_state(
+    db: AsyncSession, session_id: uuid.UUID, *, account_id: uuid.UUID | None = None, known_version: int | None = None
+) -> PromptState:
     """What the next chat prompt shows: the lane (with ids and status), fact texts, the active fix as JSON.
 
-    Without `account_id` it is taken from the session row, found through the AsyncSession's account scope.
+    Without `account_id` it is taken from the session row, found through the AsyncSession's account scope; a
+    caller holding the session row passes its `state_version` as `known_version`, which saves reading it again.
     """
     if account_id is None:
         session = await db.get(PilotSession, session_id)
@@ -879,9 +882,11 @@ async def prompt_state(db: AsyncSession, session_id: uuid.UUID, *, account_id: u
     lane = await _lane(db, account_id, session_id)
     facts = await _active_facts(db, account_id, session_id)
     fix = await _active_fix(db, account_id, session_id)
+    if known_version is None:
+        known_version = await state_version(db, account_id=account_id, session_id=session_id)
     return PromptState(
         lane=lane,
         facts=tuple(f.text for f in facts),
         active_fix=fix_out(fix).model_dump(mode="json") if fix is not None else None,
-        state_version=await state_version(db, account_id=account_id, session_id=session_id),
+        state_version=known_version,
     )

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import AsyncGenerator, Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import httpx
 import openai
-from openai import AsyncOpenAI, AsyncStream
-from openai.types.chat import ChatCompletion, ChatCompletionChunk
+from openai import AsyncOpenAI
+from openai.types.chat import ChatCompletion
 
 from deskpilot.llm.base import Model
 from deskpilot.llm.errors import (
@@ -28,7 +29,6 @@ NO_KEY = "not-needed"
 
 MaxTokensParam = Literal["max_tokens", "max_completion_tokens"]
 CHAT_COMPLETIONS = "/chat/completions"
-_CHUNKS = AsyncStream[ChatCompletionChunk]
 
 
 # httpcore's pool walks all its connections, and for each idle one all of them again, whenever a request starts
@@ -107,6 +107,11 @@ class OpenAIModel(Model):
         self._post = client.post
         self._default_timeout = client.timeout
         self._max_tokens_param = max_tokens_param or default_max_tokens_param(str(client.base_url))
+        # Streams go out on the SDK client's own httpx client (its pool, its transport) with its headers.
+        self._http: httpx.AsyncClient = client._client
+        self._stream_url = str(client.base_url).rstrip("/") + CHAT_COMPLETIONS
+        headers = {k: v for k, v in client.default_headers.items() if isinstance(v, str)}
+        self._stream_headers = {**headers, **client.auth_headers, "Accept": "text/event-stream"}
 
     async def request(self, messages: Sequence[Message], params: RequestParams) -> Completion:
         body, options = self._request(messages, params)
@@ -144,54 +149,47 @@ class OpenAIModel(Model):
     async def request_stream(
         self, messages: Sequence[Message], params: RequestParams
     ) -> AsyncGenerator[StreamEvent, None]:
+        """The streamed answer, read in the API's own SSE wire format straight off the SDK client's httpx pool.
+
+        The SDK's stream builds a pydantic chunk model per event and walks several layers per request; over a
+        reply that was most of the server's CPU before the first token (bench/bench_chat.py). The request is
+        the same (headers, auth, body); errors map as the SDK's would (`_status_error`, `_translate`).
+        """
         body, options = self._request(messages, params)
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
-        parts: list[str] = []
-        # Streamed tool calls arrive as fragments keyed by index: [id, name, argument text so far].
-        calls: dict[int, list[str]] = {}
-        input_tokens = output_tokens = 0
-        finish_reason: str | None = None
-        response_model: str | None = None
+        request = self._http.build_request(
+            "POST", self._stream_url, content=json.dumps(body, ensure_ascii=False).encode(),
+            headers=self._stream_headers, timeout=options.get("timeout", self._default_timeout),
+        )
+        state = _StreamState()
         try:
-            stream: AsyncStream[ChatCompletionChunk] = await self._post(
-                CHAT_COMPLETIONS, cast_to=ChatCompletion, body=body, options=options, stream=True, stream_cls=_CHUNKS
-            )
-            async with stream:
-                async for chunk in stream:
-                    response_model = chunk.model or response_model
-                    if chunk.usage is not None:
-                        input_tokens = chunk.usage.prompt_tokens
-                        output_tokens = chunk.usage.completion_tokens
-                    if not chunk.choices:
+            response = await self._http.send(request, stream=True)
+            try:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise _status_error(response, self.name)
+                async for line in response.aiter_lines():
+                    if not line.startswith("data:"):
                         continue
-                    choice = chunk.choices[0]
-                    if choice.finish_reason:
-                        finish_reason = choice.finish_reason
-                    delta = choice.delta
-                    if delta.tool_calls:
-                        for fragment in delta.tool_calls:
-                            slot = calls.setdefault(fragment.index, ["", "", ""])
-                            if fragment.id:
-                                slot[0] = fragment.id
-                            if fragment.function is not None:
-                                if fragment.function.name:
-                                    slot[1] += fragment.function.name
-                                if fragment.function.arguments:
-                                    slot[2] += fragment.function.arguments
-                    if delta.content:
-                        parts.append(delta.content)
-                        yield delta.content
+                    data = line[5:].strip()
+                    if data == "[DONE]":
+                        break
+                    text = state.take(_chunk(data, self.name))
+                    if text:
+                        yield text
+            finally:
+                await response.aclose()
         except (openai.OpenAIError, httpx.HTTPError) as e:
             raise _translate(e, self.name, streaming=True) from e
         yield Completion(
-            text="".join(parts),
-            tool_calls=tuple(ToolCall(*calls[i]) for i in sorted(calls)),
-            input_tokens=input_tokens,
-            output_tokens=output_tokens,
+            text="".join(state.parts),
+            tool_calls=tuple(ToolCall(*state.calls[i]) for i in sorted(state.calls)),
+            input_tokens=state.input_tokens,
+            output_tokens=state.output_tokens,
             model_name=self.name,
-            response_model=response_model,
-            finish_reason=finish_reason,
+            response_model=state.response_model,
+            finish_reason=state.finish_reason,
         )
 
     def _request(self, messages: Sequence[Message], params: RequestParams) -> tuple[dict[str, Any], Any]:
@@ -252,6 +250,84 @@ def _content_parts(message: Message) -> list[dict[str, object]]:
     parts: list[dict[str, object]] = [{"type": "text", "text": message.content}] if message.content else []
     parts.extend({"type": "image_url", "image_url": {"url": image.data_url}} for image in message.images)
     return parts
+
+
+class _StreamState:
+    """What a stream's chunks add up to: text parts, tool-call fragments by index, usage, finish reason."""
+
+    __slots__ = ("calls", "finish_reason", "input_tokens", "output_tokens", "parts", "response_model")
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        # Streamed tool calls arrive as fragments keyed by index: [id, name, argument text so far].
+        self.calls: dict[int, list[str]] = {}
+        self.input_tokens = self.output_tokens = 0
+        self.finish_reason: str | None = None
+        self.response_model: str | None = None
+
+    def take(self, chunk: dict[str, Any]) -> str:
+        """Add one chat.completion.chunk; returns its text delta ("" when it has none)."""
+        self.response_model = chunk.get("model") or self.response_model
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self.input_tokens = int(usage.get("prompt_tokens") or 0)
+            self.output_tokens = int(usage.get("completion_tokens") or 0)
+        choices = chunk.get("choices")
+        if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
+            return ""
+        choice = choices[0]
+        if choice.get("finish_reason"):
+            self.finish_reason = str(choice["finish_reason"])
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            return ""
+        for fragment in delta.get("tool_calls") or ():
+            if not isinstance(fragment, dict):
+                continue
+            slot = self.calls.setdefault(int(fragment.get("index") or 0), ["", "", ""])
+            if fragment.get("id"):
+                slot[0] = str(fragment["id"])
+            function = fragment.get("function")
+            if isinstance(function, dict):
+                slot[1] += str(function.get("name") or "")
+                slot[2] += str(function.get("arguments") or "")
+        content = delta.get("content")
+        if not isinstance(content, str) or not content:
+            return ""
+        text: str = content
+        self.parts.append(text)
+        return text
+
+
+def _chunk(data: str, model: str) -> dict[str, Any]:
+    """One SSE data payload as a chunk; an error event (the server gave up mid-stream) raises, as the SDK does."""
+    try:
+        chunk = json.loads(data)
+    except ValueError as e:
+        raise ProviderError(f"{model} streamed something that is not JSON: {data[:200]!r}", model=model) from e
+    if not isinstance(chunk, dict):
+        raise ProviderError(f"{model} streamed something that is not a chunk: {data[:200]!r}", model=model)
+    error = chunk.get("error")
+    if error:
+        message = error.get("message") if isinstance(error, dict) else None
+        raise ProviderUnavailable(f"{model} failed while streaming: {message or 'an error event'}", model=model)
+    return chunk
+
+
+def _status_error(response: httpx.Response, model: str) -> ProviderError:
+    """The error for a refused streaming request, with the provider's message as the SDK would show it."""
+    try:
+        body = response.json()
+    except ValueError:
+        body = None
+    error = body.get("error") if isinstance(body, dict) else None
+    message = error.get("message") if isinstance(error, dict) else None
+    detail = message if isinstance(message, str) else (response.text[:500] or response.reason_phrase)
+    retry_after = parse_retry_after(response.headers.get("retry-after"))
+    return error_for_status(
+        response.status_code, f"{model}: Error code: {response.status_code} - {detail}", model=model,
+        retry_after_s=retry_after,
+    )
 
 
 def _translate(error: Exception, model: str, *, streaming: bool = False) -> ProviderError:

@@ -33,7 +33,7 @@ _STREAM_RESPONSES: dict[int | str, dict[str, object]] = {
 
 def chat_deps(state: AppState) -> ChatDeps:
     return ChatDeps(database=state.db, llm=state.llm, streams=state.chat_streams, secrets=state.secrets,
-                    http_client=state.http, pubsub=state.pubsub)
+                    http_client=state.http, pubsub=state.pubsub, contexts=state.chat_contexts)
 
 
 def _wants_stream(request: Request) -> bool:
@@ -46,7 +46,7 @@ def _event_stream(frames: AsyncIterator[str]) -> StreamingResponse:
 
 async def _answer(request: Request, state: AppState, account_id: uuid.UUID, stream: TurnStream) -> object:
     if _wants_stream(request):
-        return _event_stream(stream.follow(0))
+        return _event_stream(stream.follow(0, batched=True))
     return await service.wait_for_turn(chat_deps(state), stream, account_id)
 
 

@@ -1,0 +1,61 @@
+"""What a chat turn's prompt is built from, and a process-local cache of it per session version."""
+
+from __future__ import annotations
+
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any, Final
+
+from deskpilot.chat import prompts
+from deskpilot.llm import Message
+
+CACHED_CHATS: Final = 1024
+
+
+@dataclass(slots=True)
+class TurnContext:
+    """What a turn reads before asking the model: the conversation, the session's state and its knowledge."""
+
+    history: list[Message]
+    state: prompts.SessionFacts
+    team_id: uuid.UUID | None
+    domain: str | None
+    siblings: str = ""
+    revival: str | None = None
+    # Retrieval of an earlier turn, kept on the session: (prompt snippets, suggested flows).
+    knowledge: tuple[list[str], list[dict[str, Any]]] | None = None
+
+
+class ContextCache:
+    """The prompt context of recently answered chats, each valid for exactly one `state_version` of its session.
+
+    Every change to what a chat prompt shows (a message, the task lane, a fact, the fix, the branch) bumps the
+    session's `state_version` in the same transaction, so an entry whose version is the session's current one is
+    what the database would return; any other entry is ignored. A turn stores the context of the conversation it
+    leaves behind; the next message on this process then asks the model without reading it again. Process-local:
+    another server process simply reads the database.
+    """
+
+    def __init__(self, size: int = CACHED_CHATS) -> None:
+        self._size = size
+        self._entries: OrderedDict[uuid.UUID, tuple[int, uuid.UUID | None, TurnContext]] = OrderedDict()
+
+    def get(self, session_id: uuid.UUID, version: int, branch_id: uuid.UUID | None) -> TurnContext | None:
+        entry = self._entries.get(session_id)
+        if entry is None or entry[0] != version or entry[1] != branch_id:
+            return None
+        self._entries.move_to_end(session_id)
+        return entry[2]
+
+    def put(self, session_id: uuid.UUID, version: int, branch_id: uuid.UUID | None, context: TurnContext) -> None:
+        self._entries[session_id] = (version, branch_id, context)
+        self._entries.move_to_end(session_id)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+    def forget(self, session_id: uuid.UUID) -> None:
+        self._entries.pop(session_id, None)
+
+    def __len__(self) -> int:
+        return len(self._entries)
