@@ -2,27 +2,36 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import sqlite3
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import text
 
 from bench._pilot_common import as_row, kib, prepare
-from bench._pilot_langgraph import langgraph_turns
+from bench._pilot_langgraph import LangGraphTurns, langgraph_turns
 from bench._pilot_turn import DeskpilotTurns, GraphTurns
+from deskpilot.pilot import engine
+from deskpilot.pilot.models import PilotSession
 from deskpilot.storage import Database
 
 CONVERSATION_TABLES = ("sessions", "session_steps", "session_messages", "session_branches", "fork_points")
 LLM_TABLES = ("llm_calls", "llm_prompts")
 LANGGRAPH_TABLES = ("checkpoints", "writes")
 CHECKPOINTS = (5, 10, 20)
+GOAL_RATIO = 1.2
 
 
 @dataclass(frozen=True)
 class Sizes:
-    """Bytes per session: row payload per table (dbstat), index payload, and the conversation's own bytes."""
+    """Bytes per session: row payload per table (dbstat), index payload, and the conversation's own bytes.
+
+    `raw_turns` is the conversation as the model reads it (every history entry's text, user and assistant, UTF-8),
+    counted from each system's own history: deskpilot's rebuilt branch history, LangGraph's `messages` state.
+    """
 
     tables: dict[str, float]
     indexes: float
@@ -47,12 +56,32 @@ def _payload(path: Path, tables: tuple[str, ...], per: int) -> Sizes:
                 by_table[table] = payload / per
             else:
                 indexes += payload / per
-        raw = system_prompt = 0.0
-        if "session_messages" in tables:
-            raw = conn.execute("SELECT SUM(LENGTH(CAST(content AS BLOB))) FROM session_messages").fetchone()[0] / per
+        system_prompt = 0.0
+        if "sessions" in tables:
             system_prompt = conn.execute("SELECT SUM(LENGTH(CAST(system_prompt AS BLOB))) FROM sessions").fetchone()[0]
             system_prompt /= per
-    return Sizes(by_table, indexes, raw, system_prompt)
+    return Sizes(by_table, indexes, 0.0, system_prompt)
+
+
+async def _our_conversation(turns: DeskpilotTurns, threads: list[str]) -> float:
+    """Bytes of deskpilot's conversations as the next model call would read them, per session."""
+    total = 0
+    async with turns.db.session(turns.tenant.account_id) as db:
+        for thread in threads:
+            session = await db.get(PilotSession, uuid.UUID(thread))
+            assert session is not None
+            branch = engine.active_branch(session, await engine.branch_rows(db, session))
+            total += sum(len(str(m.content).encode()) for m in await engine.branch_history(db, session, branch))
+    return total / len(threads)
+
+
+async def _their_conversation(graph: LangGraphTurns, threads: list[str]) -> float:
+    """Bytes of LangGraph's conversations (the `messages` of each thread's latest state), per session."""
+    total = 0
+    for thread in threads:
+        state = await graph.graph.aget_state({"configurable": {"thread_id": thread}})
+        total += sum(len(m["content"].encode()) for m in state.values["messages"])
+    return total / len(threads)
 
 
 async def measure(tmp: Path, *, sessions: int, turns: tuple[int, ...] = CHECKPOINTS) -> list[dict[str, str]]:
@@ -79,8 +108,13 @@ async def measure(tmp: Path, *, sessions: int, turns: tuple[int, ...] = CHECKPOI
                 for thread in lg_threads:
                     await theirs.respond(thread)
             done = target
-            ours_sizes[target] = _payload(dp_path, CONVERSATION_TABLES + LLM_TABLES, sessions)
-            theirs_sizes[target] = _payload(lg_path, LANGGRAPH_TABLES, sessions)
+            ours_sizes[target] = dataclasses.replace(
+                _payload(dp_path, CONVERSATION_TABLES + LLM_TABLES, sessions),
+                raw_turns=await _our_conversation(ours, dp_threads),
+            )
+            theirs_sizes[target] = dataclasses.replace(
+                _payload(lg_path, LANGGRAPH_TABLES, sessions), raw_turns=await _their_conversation(graph, lg_threads)
+            )
     await db.dispose()
     return _rows(ours_sizes, theirs_sizes, sessions)
 
@@ -118,14 +152,17 @@ def _rows(ours: dict[int, Sizes], theirs: dict[int, Sizes], sessions: int) -> li
             vs_reference="reference",
             detail=(
                 f"checkpoints {kib(t.tables.get('checkpoints', 0.0))}, writes {kib(t.tables.get('writes', 0.0))}; "
-                f"{lg / (o.raw_turns + o.system_prompt):.1f}× raw turns + prompt; indexes {kib(t.indexes)}"
+                f"raw turns {kib(t.raw_turns)}; {lg / (t.raw_turns + o.system_prompt):.1f}× raw turns + prompt; "
+                f"indexes {kib(t.indexes)}"
             ),
         ))
     growth = {
         "deskpilot sessions + steps + messages": {n: s.total(CONVERSATION_TABLES) for n, s in ours.items()},
         "deskpilot llm_calls": {n: s.total(LLM_TABLES) for n, s in ours.items()},
         "LangGraph checkpoints + writes": {n: s.total(LANGGRAPH_TABLES) for n, s in theirs.items()},
-        "raw turns": {n: s.raw_turns for n, s in ours.items()},
+        "deskpilot steps + messages": {n: s.total(("session_steps", "session_messages")) for n, s in ours.items()},
+        "raw turns (deskpilot's history)": {n: s.raw_turns for n, s in ours.items()},
+        "raw turns (LangGraph's messages)": {n: s.raw_turns for n, s in theirs.items()},
     }
     for label, sizes in growth.items():
         rows.append(as_row(
@@ -133,6 +170,30 @@ def _rows(ours: dict[int, Sizes], theirs: dict[int, Sizes], sessions: int) -> li
             system=label,
             result=_per_turn(sizes),
             vs_reference="-",
-            detail=f"row payload (SQLite dbstat) per session, {sessions} sessions; turn 0 = after the start",
+            detail=(
+                "history bytes (UTF-8)" if label.startswith("raw turns") else "row payload (SQLite dbstat)"
+            ) + f" per session, {sessions} sessions; turn 0 = after the start",
         ))
+    rows.append(_goal_row(ours))
     return rows
+
+
+def _goal_row(ours: dict[int, Sizes]) -> dict[str, str]:
+    """Issue #3's goal: steps + messages grow linearly, at most 1.2 times the turns themselves (per turn and at 20)."""
+    def stored(s: Sizes) -> float:
+        return s.total(("session_steps", "session_messages"))
+
+    last = CHECKPOINTS[-1]
+    at_last = stored(ours[last]) / ours[last].raw_turns
+    per_turn = [
+        (stored(ours[b]) - stored(ours[a])) / (ours[b].raw_turns - ours[a].raw_turns)
+        for a, b in itertools.pairwise(sorted(ours))
+    ]
+    met = at_last <= GOAL_RATIO and max(per_turn) <= GOAL_RATIO
+    return as_row(
+        measure=f"2. goal: steps + messages ≤ {GOAL_RATIO}× raw turns",
+        system="deskpilot",
+        result=f"{at_last:.2f}× at {last} turns; per turn " + ", ".join(f"{r:.2f}×" for r in per_turn),
+        vs_reference="met" if met else "NOT met",
+        detail="growth of session_steps + session_messages payload over growth of the history's bytes",
+    )

@@ -136,3 +136,15 @@ async def step_count(session: AsyncSession, session_id: uuid.UUID) -> int:
     from deskpilot.pilot.models import SessionStep
 
     return int(await session.scalar(select(func.count()).where(SessionStep.session_id == session_id)) or 0)
+
+
+async def conversation(desk: Desk, session_id: uuid.UUID) -> list[tuple[str, str]]:
+    """The active branch's conversation as the model reads it, `(role, text)` per entry, rebuilt from the rows."""
+    from deskpilot.pilot import engine
+    from deskpilot.pilot.models import PilotSession
+
+    async with desk.session() as s:
+        session = await s.get(PilotSession, session_id)
+        assert session is not None
+        branch = engine.active_branch(session, await engine.branch_rows(s, session))
+        return [(m.role, str(m.content)) for m in await engine.branch_history(s, session, branch)]

@@ -10,7 +10,7 @@ from sqlalchemy import select
 from deskpilot.llm.testing import ScriptedModel
 from deskpilot.pilot import service
 from deskpilot.pilot.errors import BranchClosed, NotBranching, UnknownOption
-from deskpilot.pilot.models import ForkPoint, SessionMessage
+from deskpilot.pilot.models import ForkPoint, SessionMessage, SessionStep
 from deskpilot.pilot.schemas import MarkBranchRequest, ReviveBranchRequest, SessionCreate, StepResponse, TurnResult
 from tests.pilot.conftest import Desk, action, classification, fork, question, scripted
 
@@ -148,8 +148,17 @@ async def test_fp029_messages_are_appended_rows_per_branch(desk: Desk) -> None:
     async with desk.session() as s:
         rows = (await s.execute(select(SessionMessage.seq, SessionMessage.branch_id, SessionMessage.role)
                                 .where(SessionMessage.session_id == sid).order_by(SessionMessage.seq))).all()
-    seqs = [r.seq for r in rows]
-    assert seqs == list(range(1, len(rows) + 1))
+        steps = (await s.execute(select(SessionStep.seq, SessionStep.response_seq, SessionStep.branch_id)
+                                 .where(SessionStep.session_id == sid).order_by(SessionStep.step_order))).all()
+    # Messages and steps (each step and its answer) share one numbering, without gaps.
+    entries = sorted([(r.seq, r.branch_id, r.role) for r in rows]
+                     + [(st.seq, st.branch_id, "assistant") for st in steps]
+                     + [(st.response_seq, st.branch_id, "user") for st in steps if st.response_seq is not None])
+    assert [e[0] for e in entries] == list(range(1, len(entries) + 1))
+    root_id = steps[0].branch_id
+    assert root_id is not None
+    roles = ["user", *["assistant", "user"] * 2, "assistant"]  # intake, two answered steps, the fork
+    assert [e[1:] for e in entries[:-2]] == [(root_id, role) for role in roles]
     branch_ids = [uuid.UUID(b["branch_id"]) for b in turn.next_step.content["fork_branches"]]
     # One opening message per new branch, after the fork.
-    assert [(r.branch_id, r.role) for r in rows[-2:]] == [(branch_ids[0], "user"), (branch_ids[1], "user")]
+    assert [e[1:] for e in entries[-2:]] == [(branch_ids[0], "user"), (branch_ids[1], "user")]

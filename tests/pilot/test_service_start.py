@@ -17,7 +17,7 @@ from deskpilot.pilot.models import PilotSession, SessionMessage, SessionStep
 from deskpilot.pilot.schemas import SessionCreate, StepResponse
 from deskpilot.psa import service as psa
 from deskpilot.settings import LLMSettings
-from tests.pilot.conftest import Desk, action, classification, question, scripted
+from tests.pilot.conftest import Desk, action, classification, conversation, question, scripted
 
 OUTLOOK = "Outlook keeps asking for the password since this morning"
 COFFEE = "The coffee machine on floor 3 is broken"
@@ -68,8 +68,13 @@ async def test_fp022_start_without_a_flow_returns_the_first_step(desk: Desk) -> 
         assert row.intake == {"text": COFFEE, "log_content": "E42: boiler"}
         roles = (await s.execute(select(SessionMessage.role).where(SessionMessage.session_id == row.id)
                                  .order_by(SessionMessage.seq))).scalars().all()
-        assert roles == ["user", "assistant"]
+        # The intake is a message; the first step is its own conversation entry (seq 2), not a message as well.
+        assert roles == ["user"]
         assert row.current_step_id == first.step_id
+        step = await s.get(SessionStep, first.step_id)
+        assert step is not None
+        assert (step.seq, step.response_seq) == (2, None)
+    assert [role for role, _ in await conversation(desk, started.session_id)] == ["user", "assistant"]
 
 
 async def test_fp016_fp011_strong_flow_match_guides_the_prompt_and_forces_the_tier(desk: Desk) -> None:
@@ -183,9 +188,14 @@ async def test_flow_mode_without_llm_walks_the_starter_runbook(desk: Desk) -> No
     assert turn.next_step.content["flow_node_id"] == "fixed-credentials"
     assert turn.step_count == 4
     async with desk.session() as s:
-        # The conversation is recorded in flow mode too, so an LLM can take over with full context.
+        # The conversation is recorded in flow mode too, so an LLM can take over with full context: the intake
+        # message, then each step and answer on its step row.
         count = await s.scalar(select(func.count()).where(SessionMessage.session_id == started.session_id))
-        assert count == 8
+        assert count == 1
+    entries = await conversation(desk, started.session_id)
+    assert [role for role, _ in entries] == ["user", *["assistant", "user"] * 3, "assistant"]
+    assert entries[2][1] == "Selected: Only desktop Outlook"
+    assert '"type":"question"' in entries[1][1]
 
 
 async def test_flow_mode_script_step_names_the_template_by_id(desk: Desk) -> None:

@@ -25,10 +25,10 @@ from deskpilot.pilot.errors import (
     StepLimitReached,
     UnknownOption,
 )
-from deskpilot.pilot.models import PilotSession, SessionMessage, SessionStep
+from deskpilot.pilot.models import PilotSession, SessionStep
 from deskpilot.pilot.schemas import SessionCreate, StepResponse
 from tests.conftest import make_tenant
-from tests.pilot.conftest import Desk, action, classification, question, resolution, scripted
+from tests.pilot.conftest import Desk, action, classification, conversation, question, resolution, scripted
 
 COFFEE = "The coffee machine on floor 3 is broken"
 
@@ -80,8 +80,7 @@ async def test_fp025_free_text_skip_and_action_result_are_recorded(desk: Desk) -
         row = await s.scalar(select(SessionStep).where(SessionStep.id == steps[0].step_id))
         assert row is not None
         assert row.was_free_text is False
-        texts = (await s.scalars(select(SessionMessage.content).where(SessionMessage.session_id == sid)
-                                 .order_by(SessionMessage.seq))).all()
+    texts = [text for _, text in await conversation(desk, sid)]
     assert texts[2] == "I can't check this right now / I don't know."
     assert texts[4] == "Action did not work.\nDetails: still broken"
 
@@ -172,10 +171,8 @@ async def test_fp025_concurrent_responses_to_one_step_one_wins_the_other_gets_40
     assert len(errors) == 1, results
     assert isinstance(errors[0], StepAlreadyAnswered)
     assert errors[0].status == 409
+    assert [role for role, _ in await conversation(desk, sid)].count("user") == 2  # the intake and one answer
     async with desk.session() as s:
-        user_messages = await s.scalar(select(func.count()).where(SessionMessage.session_id == sid,
-                                                                  SessionMessage.role == "user"))
-        assert user_messages == 2  # the intake and one answer
         steps = await s.scalar(select(func.count()).where(SessionStep.session_id == sid))
         assert steps == 2
 
@@ -302,7 +299,7 @@ async def test_fp025_the_conditional_update_refuses_the_second_writer(desk: Desk
 
 
 async def test_fp025_the_answer_unit_refuses_the_second_writer_and_writes_nothing_of_it(desk: Desk) -> None:
-    """The answer's unit of work (step CAS + user message + session CAS) either commits whole or not at all."""
+    """The answer's unit of work (step CAS with its conversation seq + session CAS) commits whole or not at all."""
     from deskpilot.pilot import engine
     from deskpilot.storage import utcnow
 
@@ -318,11 +315,8 @@ async def test_fp025_the_answer_unit_refuses_the_second_writer_and_writes_nothin
         with pytest.raises(StepAlreadyAnswered):
             await engine.commit_answer(second, desk.engineer, session_b, step_b,
                                        StepResponse(selected_option="desktop"), "Selected: Desktop", None, utcnow())
-    async with desk.session() as s:
-        users = list(await s.scalars(
-            select(SessionMessage.content).where(SessionMessage.session_id == sid, SessionMessage.role == "user")
-        ))
-    assert users[-1] == "Selected: Web"
+    users = [text for role, text in await conversation(desk, sid) if role == "user"]
+    assert users[-1] == "Selected: Yes, web too"  # the history rebuilds the text from the stored answer
     assert "Selected: Desktop" not in users
     detail = await desk.call(service.get_session, desk.engineer, sid)
     assert detail.steps[0].selected_option == "web"

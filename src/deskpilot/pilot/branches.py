@@ -162,13 +162,35 @@ def branch_after_closing(target: SessionBranch, branches: Iterable[SessionBranch
 
 
 def history_filter(session_id: uuid.UUID, branch: SessionBranch | None) -> ColumnElement[bool]:
-    """The WHERE clause selecting a branch's conversation: ancestors up to their fork, then its own messages."""
+    """The WHERE clause selecting a branch's messages: ancestors' up to their fork, then its own.
+
+    A guided session's steps and answers are entries too (`step_history_filter`); a chat has only messages.
+    """
     if branch is None:
         return and_(SessionMessage.session_id == session_id, SessionMessage.branch_id.is_(None))
     parts: list[ColumnElement[bool]] = [SessionMessage.branch_id == branch.id]
     for branch_id, last_seq in branch.lineage:
         parts.append(and_(SessionMessage.branch_id == uuid.UUID(str(branch_id)), SessionMessage.seq <= int(last_seq)))
     return and_(SessionMessage.session_id == session_id, or_(*parts))
+
+
+def step_history_filter(branch: SessionBranch) -> ColumnElement[bool]:
+    """`history_filter`'s branch part for the steps, whose entries are the step (`seq`) and its answer
+    (`response_seq`): a row of an ancestor is read when either entry precedes the fork; `lineage_limits` then cuts
+    the entries one by one."""
+    parts: list[ColumnElement[bool]] = [SessionStep.branch_id == branch.id]
+    for branch_id, last_seq in branch.lineage:
+        limit = int(last_seq)
+        parts.append(and_(
+            SessionStep.branch_id == uuid.UUID(str(branch_id)),
+            or_(SessionStep.seq <= limit, SessionStep.response_seq <= limit),
+        ))
+    return or_(*parts)
+
+
+def lineage_limits(branch: SessionBranch) -> dict[uuid.UUID | None, int]:
+    """The last seq each ancestor contributes to `branch`'s history (the branch itself has no limit)."""
+    return {uuid.UUID(str(branch_id)): int(last_seq) for branch_id, last_seq in branch.lineage}
 
 
 # --- rows -----------------------------------------------------------------------------------

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Final
 
 import httpx
-from sqlalchemy import CursorResult, bindparam, select, update
+from sqlalchemy import ColumnElement, CompoundSelect, CursorResult, bindparam, null, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -57,6 +57,7 @@ from deskpilot.pilot.schemas import (
     TurnResult,
     content_flag,
     content_options,
+    reply_json,
     step_content,
     step_type_of,
 )
@@ -113,17 +114,45 @@ async def load_session(
     return session
 
 
-# The two reads of every turn, built once (building them was about 0.13 ms of each turn's CPU); the tenant scope is
-# still added to each execution by storage/tenancy.py.
+# The two reads of every turn (the session with its step, then the history), built once (building them was about
+# 0.13 ms of each turn's CPU); the tenant scope is still added to each execution by storage/tenancy.py.
 _TURN_READ: Final = (
     select(PilotSession, SessionStep)
     .outerjoin(SessionStep, SessionStep.id == PilotSession.current_step_id)
     .where(PilotSession.id == bindparam("session_id"))
 )
-_MAIN_LINE_HISTORY: Final = (
-    select(SessionMessage.role, SessionMessage.content)
-    .where(SessionMessage.session_id == bindparam("session_id"), SessionMessage.branch_id.is_(None))
-    .order_by(SessionMessage.seq)
+# A branch's conversation is its messages and its steps (each step is the assistant's entry at `seq` and the
+# answer's at `response_seq`), read in one UNION ALL: the steps' columns first (they type the result), the messages'
+# seq, branch, role and text in the same positions. Python merges them by seq.
+_STEP_ENTRY: Final = (
+    SessionStep.seq, SessionStep.response_seq, SessionStep.branch_id, null().label("role"), null().label("text"),
+    SessionStep.content, SessionStep.reasoning, SessionStep.context_message, SessionStep.confidence,
+    SessionStep.selected_option, SessionStep.free_text_input, SessionStep.was_skipped, SessionStep.action_result,
+    SessionStep.action_details,
+)
+_MESSAGE_ENTRY: Final = (
+    SessionMessage.seq, null(), SessionMessage.branch_id, SessionMessage.role, SessionMessage.content,
+    *(null() for _ in range(len(_STEP_ENTRY) - 5)),
+)
+
+
+def _history_read(
+    session_id: Any, steps: ColumnElement[bool], messages: ColumnElement[bool]
+) -> CompoundSelect[Any]:
+    """The entries of a conversation: steps that are entries (legacy steps are not) and messages.
+
+    Rows are read by position, so the result needs no keys for the columns of each new (tenant-scoped) copy of the
+    statement: SQLAlchemy's rewrite of them (`_adapt_to_context`, skipped for ORM entity loads by the ORM itself)
+    compared 14 annotated columns by SQL `==` on every read, about a fifth of a millisecond.
+    """
+    in_conversation = or_(SessionStep.seq.is_not(None), SessionStep.response_seq.is_not(None))
+    return select(*_STEP_ENTRY).where(SessionStep.session_id == session_id, steps, in_conversation).union_all(
+        select(*_MESSAGE_ENTRY).where(SessionMessage.session_id == session_id, messages)
+    ).execution_options(_result_disable_adapt_to_context=True)
+
+
+_MAIN_LINE_HISTORY: Final = _history_read(
+    bindparam("session_id"), SessionStep.branch_id.is_(None), SessionMessage.branch_id.is_(None)
 )
 
 
@@ -195,17 +224,40 @@ def active_branch(session: PilotSession, branches: Sequence[SessionBranch]) -> S
 
 
 async def branch_history(db: AsyncSession, session: PilotSession, branch: SessionBranch | None) -> list[Message]:
-    """The active branch's conversation, rebuilt from the appended rows (no stored snapshot)."""
+    """The active branch's conversation, rebuilt from the appended rows (no stored snapshot): its messages and its
+    steps with their answers, ancestors' entries up to where the branch forked, in seq order."""
     if branch is None:
         # The same WHERE as `history_filter(session.id, None)`, prepared once.
         rows = await db.execute(_MAIN_LINE_HISTORY, {"session_id": session.id})
-    else:
-        rows = await db.execute(
-            select(SessionMessage.role, SessionMessage.content)
-            .where(branching.history_filter(session.id, branch))
-            .order_by(SessionMessage.seq)
-        )
-    return [Message.assistant(content) if role == "assistant" else Message.user(content) for role, content in rows]
+        return history_entries(rows, {})
+    rows = await db.execute(_history_read(
+        session.id, branching.step_history_filter(branch), branching.history_filter(session.id, branch)
+    ))
+    return history_entries(rows, branching.lineage_limits(branch))
+
+
+def history_entries(rows: Iterable[Sequence[Any]], limits: Mapping[uuid.UUID | None, int]) -> list[Message]:
+    """Merge the rows of `_history_read` into the conversation; `limits` is the last seq an ancestor branch gives.
+
+    A step may sit below its branch's limit while its answer (given after the fork) does not: entries are cut one
+    by one, not rows.
+    """
+    entries: list[tuple[int, Message]] = []
+    for (seq, response_seq, branch_id, role, text, content, reasoning, context_message, confidence,
+         selected_option, free_text_input, was_skipped, action_result, action_details) in rows:
+        if role is not None:
+            entries.append((seq, Message.assistant(text) if role == "assistant" else Message.user(text)))
+            continue
+        limit = limits.get(branch_id)
+        if seq is not None and (limit is None or seq <= limit):
+            entries.append((seq, Message.assistant(reply_json(content, reasoning, context_message, confidence))))
+        if response_seq is not None and (limit is None or response_seq <= limit):
+            entries.append((response_seq, Message.user(answer_text(content, {
+                "selected_option": selected_option, "free_text_input": free_text_input, "was_skipped": was_skipped,
+                "action_result": action_result, "action_details": action_details,
+            }))))
+    entries.sort(key=lambda entry: entry[0])
+    return [message for _, message in entries]
 
 
 def append_message(
@@ -265,10 +317,9 @@ def call_context(session: PilotSession) -> CallContext:
 
 @dataclass(slots=True)
 class Produced:
-    """A step to store: from the LLM (`raw` is its validated JSON) or from a runbook node."""
+    """A step to store: from the LLM or from a runbook node."""
 
     step: AnyStep
-    raw: str
     mode: SessionMode
     input_tokens: int = 0
     output_tokens: int = 0
@@ -295,7 +346,7 @@ async def _ai_step(llm: LLM, session: PilotSession, history: Sequence[Message], 
     )
     reply = result.value
     return Produced(
-        step=reply.step, raw=reply.model_dump_json(exclude_none=True), mode="ai",
+        step=reply.step, mode="ai",
         input_tokens=result.usage.input_tokens, output_tokens=result.usage.output_tokens,
     )
 
@@ -331,7 +382,7 @@ async def _flow_produced(
         if template is not None:
             step = step.model_copy(update={"template_id": str(template.id)})
     return Produced(
-        step=step, raw=step.model_dump_json(exclude_none=True), mode="flow", flow_node_id=flow_step.node_id,
+        step=step, mode="flow", flow_node_id=flow_step.node_id,
         flow_definition=definition.model_dump(mode="json", exclude_defaults=True) if entering else None,
         new_match=match, extra_content=extra,
     )
@@ -456,7 +507,8 @@ async def apply_step(
     top_match_score: float | None = None,
     initial: bool = False,
 ) -> SessionStep:
-    """Add the step, its assistant message and the session's new state to the transaction (no commit)."""
+    """Add the step (the conversation's assistant entry, at the next seq) and the session's new state to the
+    transaction (no commit)."""
     step = produced.step
     content = step_content(step)
     content.update(produced.extra_content)
@@ -465,13 +517,14 @@ async def apply_step(
         root = await branching.create_root(db, session)
         branches.append(root)
     parent_id = session.active_branch_id if session.is_branching else None
-    seq = append_message(db, session, parent_id, "assistant", produced.raw)
+    session.message_seq += 1
+    seq = session.message_seq
     row = SessionStep(
         id=uuid.uuid4(), account_id=session.account_id, session_id=session.id, branch_id=parent_id,
         step_order=session.step_count, step_type=step_type_of(step), context_message=step.context_message or None,
         confidence=step.confidence if step.confidence is not None else session.confidence_score,
         reasoning=step.reasoning or None, input_tokens=produced.input_tokens, output_tokens=produced.output_tokens,
-        created_at=utcnow(),
+        created_at=utcnow(), seq=seq,
     )
     if isinstance(step, ForkStep):
         parent = root or active_branch(session, branches)
@@ -594,9 +647,9 @@ def _reflect(obj: Any, values: dict[str, Any]) -> None:
 async def _store_plain(
     db: AsyncSession, session: PilotSession, produced: Produced, records: DeferredRecords | None
 ) -> SessionStep:
-    """`apply_step` for a plain model step, as one unit of work (one round trip on SQLite): the assistant message,
-    the step, the session's compare-and-set UPDATE and the `llm_calls` rows. Raises WriteConflict when the session
-    changed meanwhile (nothing is written)."""
+    """`apply_step` for a plain model step, as one unit of work (one round trip on SQLite): the step (which is the
+    conversation's assistant entry), the session's compare-and-set UPDATE and the `llm_calls` rows. Raises
+    WriteConflict when the session changed meanwhile (nothing is written)."""
     step = produced.step
     now = utcnow()
     seq = session.message_seq + 1
@@ -612,7 +665,7 @@ async def _store_plain(
         reasoning=step.reasoning or None, input_tokens=produced.input_tokens, output_tokens=produced.output_tokens,
         is_fork_point=False, fork_point_id=None, created_at=now, selected_option=None, free_text_input=None,
         was_free_text=False, was_skipped=False, action_result=None, action_details=None, responded_at=None,
-        responded_by_id=None,
+        responded_by_id=None, seq=seq, response_seq=None,
     )
     changes: dict[str, Any] = {
         "confidence_score": score, "confidence_tier": tier, "step_count": session.step_count + 1,
@@ -622,10 +675,6 @@ async def _store_plain(
         "message_seq": seq, "state_version": session.state_version + 1, "updated_at": now,
     }
     writes = [
-        insert_row(SessionMessage, {
-            "id": uuid.uuid4(), "account_id": session.account_id, "session_id": session.id, "branch_id": branch_id,
-            "seq": seq, "role": "assistant", "content": produced.raw, "created_at": now,
-        }),
         insert_row(SessionStep, {c.key: getattr(row, c.key) for c in SessionStep.__table__.columns}),
         update_row(PilotSession, _version_condition(session), changes),
     ]
@@ -648,12 +697,18 @@ async def commit_answer(
 ) -> None:
     """Commit the engineer's answer as one unit of work (one round trip on SQLite), before the model is called.
 
-    The answer goes onto the step only if nobody answered it first (FP-025, `StepAlreadyAnswered`), with the
-    conversation's user message, the branch's finding and the session's compare-and-set UPDATE (`SessionChanged`).
+    The answer goes onto the step only if nobody answered it first (FP-025, `StepAlreadyAnswered`), with its place
+    in the conversation (`response_seq`: the history rebuilds `text` from the step's columns, so it is not stored
+    again), the branch's finding and the session's compare-and-set UPDATE (`SessionChanged`).
     """
     values = response_values(caller, response, now)
     seq = session.message_seq + 1
     branch_id = branch.id if branch is not None else None
+    # The answer is the step's own entry when both are on one branch, as every answer the service commits is; an
+    # answer on another branch would need the branch's message.
+    on_step = step.branch_id == branch_id
+    if on_step:
+        values["response_seq"] = seq
     changes: dict[str, Any] = {
         "current_step_id": None, "awaiting_generation": True, "generation_error": None, "message_seq": seq,
         "state_version": session.state_version + 1, "updated_at": now,
@@ -661,11 +716,12 @@ async def commit_answer(
     writes = [
         update_row(SessionStep, {"id": step.id, "account_id": session.account_id}, values,
                    null=("responded_at",)),
-        insert_row(SessionMessage, {
+    ]
+    if not on_step:
+        writes.append(insert_row(SessionMessage, {
             "id": uuid.uuid4(), "account_id": session.account_id, "session_id": session.id, "branch_id": branch_id,
             "seq": seq, "role": "user", "content": text, "created_at": now,
-        }),
-    ]
+        }))
     findings: list[str] | None = None
     if branch is not None:
         line = branching.finding_line(str(step.content.get("text", "")), text)
@@ -728,10 +784,13 @@ async def generate(
 # --- responses ------------------------------------------------------------------------------
 
 
-def question_options(content: dict[str, Any]) -> list[StepOption]:
+def question_options(content: Mapping[str, Any], *, only: str | None = None) -> list[StepOption]:
+    """A stored step's options as the response text reads them; `only`: just those with that value."""
     options: list[StepOption] = []
     for raw in content_options(content):
         label, value = raw.get("label"), raw.get("value")
+        if only is not None and value != only:
+            continue
         if isinstance(label, str) and isinstance(value, str) and label and value:
             options.append(StepOption(label=label, value=value))
     return options
@@ -764,6 +823,21 @@ def check_response(session: PilotSession, step: SessionStep, response: StepRespo
             action_success=None if response.action_result is None else response.action_result.success,
             was_skipped=response.was_skipped,
         )
+
+
+def answer_text(content: Mapping[str, Any], response: Mapping[str, Any]) -> str:
+    """The engineer's answer as the model reads it (FP-026), from the step's content and response columns.
+
+    The one way to write it: the turn sends it, and the history rebuilds it from the stored step.
+    """
+    result, selected = response["action_result"], response["selected_option"]
+    # Only the chosen option's label is written: validating the others is wasted on every history read.
+    chosen = question_options(content, only=selected) if selected else []
+    return prompts.format_response(
+        selected_option=selected, free_text=response["free_text_input"], was_skipped=bool(response["was_skipped"]),
+        action_success=None if result is None else result == "success", action_details=response["action_details"],
+        options=chosen,
+    )
 
 
 def response_values(caller: Caller, response: StepResponse, now: datetime) -> dict[str, Any]:

@@ -30,7 +30,8 @@ from deskpilot.storage import Base, JSONDocument, TenantMixin, TimestampMixin, U
 class PilotSession(UUIDPrimaryKey, TimestampMixin, TenantMixin, Base):
     """One troubleshooting session. `kind` is guided (steps) or chat (the copilot, same table).
 
-    The conversation is not stored here: it is the append-only `session_messages` of the session's branches.
+    The conversation is not stored here: it is the append-only `session_messages` of the session's branches and,
+    in guided sessions, the steps with their answers (`SessionStep.seq`, `response_seq`).
     `state_version` is compared and bumped by every UPDATE (SQLAlchemy's version counter), so two writers that
     read the same state cannot both win.
     """
@@ -133,7 +134,13 @@ def _drop_search_structures(_target: Table, connection: Connection, **_kw: Any) 
 
 
 class SessionStep(UUIDPrimaryKey, TenantMixin, Base):
-    """One step of a guided session (FP-023) and the engineer's response to it (FP-025)."""
+    """One step of a guided session (FP-023) and the engineer's response to it (FP-025).
+
+    The step is also the conversation's entries for both: the assistant's step at `seq` and the engineer's answer
+    at `response_seq` (numbered with the session's messages; the history rebuilds their text from these columns),
+    so a guided turn is stored once. Steps written before those columns existed have both null and keep their
+    `session_messages` rows; a step that is no conversation entry (the pickup briefing) has them null too.
+    """
 
     __tablename__ = "session_steps"
     __table_args__ = (UniqueConstraint("session_id", "step_order", name="uq_session_steps_session_order"),)
@@ -151,6 +158,8 @@ class SessionStep(UUIDPrimaryKey, TenantMixin, Base):
     is_fork_point: Mapped[bool] = mapped_column(Boolean, default=False)
     fork_point_id: Mapped[uuid.UUID | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    seq: Mapped[int | None] = mapped_column(Integer, default=None)
+    response_seq: Mapped[int | None] = mapped_column(Integer, default=None)
 
     selected_option: Mapped[str | None] = mapped_column(String(200), default=None)
     free_text_input: Mapped[str | None] = mapped_column(Text, default=None)
@@ -166,6 +175,7 @@ class SessionMessage(UUIDPrimaryKey, TenantMixin, Base):
     """One conversation turn, appended and never changed: the LLM context is rebuilt from these rows.
 
     `seq` numbers a session's messages; a branch sees its ancestors' messages up to where it forked, then its own.
+    A guided session's steps and answers are not here (the step row is their entry); its other turns are.
     """
 
     __tablename__ = "session_messages"
@@ -185,7 +195,7 @@ class SessionMessage(UUIDPrimaryKey, TenantMixin, Base):
 class SessionBranch(UUIDPrimaryKey, TenantMixin, Base):
     """A line of investigation (FP-029). The root branch holds everything before the first fork.
 
-    `lineage` lists the ancestors as `[[branch_id, last_seq], ...]`, root first: the messages of each ancestor up
+    `lineage` lists the ancestors as `[[branch_id, last_seq], ...]`, root first: the entries of each ancestor up
     to `last_seq` precede the branch's own, so the branch's history is one query.
     """
 

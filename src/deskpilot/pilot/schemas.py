@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Annotated, Any, Final, Literal, Self, TypeAlias, assert_never
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic_core import to_json
 
 from deskpilot.pilot.documentation import SessionDocumentation
 from deskpilot.pilot.tiers import ConfidenceTier, clamp
@@ -297,6 +298,46 @@ def step_content(step: AnyStep) -> dict[str, Any]:
         case unreachable:
             assert_never(unreachable)
     return content
+
+
+# The StepReply fields a stored step gives back, in StepReply's order, per content type; the rest of the content
+# is the console's (flow node, fork branches) or a default the typed step does not have (an action's flags).
+_REPLY_FIELDS: Final[dict[str, tuple[str, ...]]] = {
+    "question": ("options", "allow_free_text", "allow_skip"),
+    "action": (
+        "action_type", "expected_outcome", "template_id", "pre_filled_params", "instructions", "script_prompt",
+        "script_language",
+    ),
+    "resolution_suggestion": ("resolution_summary", "follow_up_recommendations"),
+    "fork": ("options", "fork_reason"),
+}
+
+
+def reply_json(
+    content: Mapping[str, Any], reasoning: str | None, context_message: str | None, confidence: float | None
+) -> str:
+    """A stored step as the model reads its own earlier step: compact StepReply JSON, none-valued fields left out.
+
+    The step row is the conversation's assistant entry (no copy of the reply is kept), so this is rebuilt from the
+    columns `step_content` and the engine wrote. It equals the reply's `model_dump_json(exclude_none=True)` when
+    the reply spelled out every field of its shape; defaults it left out appear with their values.
+    """
+    kind = str(content.get("type", ""))
+    reply: dict[str, Any] = {
+        "type": kind, "content": content.get("text", ""), "reasoning": reasoning or "",
+        "context_message": context_message or "",
+    }
+    if confidence is not None:
+        reply["confidence"] = confidence
+    for key in _REPLY_FIELDS.get(kind, ()):
+        # A fork's `options` are its branches once stored; the hypotheses the model offered are `fork_options`.
+        value = content.get("fork_options" if kind == "fork" and key == "options" else key)
+        if key == "options" and isinstance(value, list):
+            value = [{k: v for k, v in o.items() if v is not None} if isinstance(o, dict) else o for o in value]
+        if value is not None:
+            reply[key] = value
+    # pydantic's serializer, as `model_dump_json` wrote the reply (compact, UTF-8, the same float format).
+    return to_json(reply).decode()
 
 
 def content_options(content: Mapping[str, Any]) -> list[dict[str, Any]]:

@@ -35,6 +35,7 @@ from deskpilot.pilot.engine import (
     Produced,
     active_branch,
     all_steps,
+    answer_text,
     append_message,
     apply_step,
     branch_history,
@@ -51,10 +52,10 @@ from deskpilot.pilot.engine import (
     load_turn,
     mode_of,
     produce,
-    question_options,
     record_match,
     record_response,
     records_stored,
+    response_values,
     session_summary,
     session_tier,
     step_out,
@@ -484,13 +485,8 @@ async def respond(
         session.generation_error = None
         await commit(db)
     else:
-        text = prompts.format_response(
-            selected_option=response.selected_option, free_text=response.free_text_input,
-            was_skipped=response.was_skipped,
-            action_success=None if response.action_result is None else response.action_result.success,
-            action_details=None if response.action_result is None else response.action_result.details,
-            options=question_options(step.content),
-        )
+        # The text the history rebuilds from the stored answer, by the same function.
+        text = answer_text(step.content, response_values(caller, response, now))
         await commit_answer(db, caller, session, step, response, text, active, now)
         history.append(Message.user(text))
     return await generate(db, deps, session, history, branches, step)
