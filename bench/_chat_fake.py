@@ -2,6 +2,7 @@
 
 A request offering tools is the chat turn: it gets `chat_reply(n)` (prose, a [QUESTIONS] and a [PROMOTE] block),
 streamed in `CHUNKS` pieces. Anything else is the title request of a chat's first turn: a short title.
+`GET /bench/last-turn-request` gives the body of the last chat turn deskpilot sent, for the direct side to replay.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
 from tests.fakes import FakeOpenAIServer, FakeReply
 
 from bench._pilot_fake import API_KEY
@@ -89,9 +92,22 @@ class ChatFakeServer(FakeOpenAIServer):
         super().__init__(api_key=API_KEY)
         self.replies = itertools.count(1)
         self.title = FakeReply(text=TITLE, input_tokens=TITLE_TOKENS[0], output_tokens=TITLE_TOKENS[1])
+        # The last chat-turn request deskpilot sent, replayed as is by the benchmark's direct side.
+        self.last_turn_request = json.dumps(chat_request()).encode()
+
+    def build_app(self) -> Starlette:
+        app = super().build_app()
+        app.router.routes.append(Route("/bench/last-turn-request", self._last_turn_request, methods=["GET"]))
+        return app
+
+    async def _last_turn_request(self, _request: Request) -> Response:
+        return Response(self.last_turn_request, media_type="application/json")
 
     async def _chat(self, request: Request) -> Response:
-        body: Any = json.loads(await request.body())
+        raw = await request.body()
+        body: Any = json.loads(raw)
+        if body.get("tools") and not request.headers.get("x-bench-direct"):
+            self.last_turn_request = raw
         denied = self._unauthorized(request)
         if denied is not None:
             return denied

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import httpx
 
-from bench._chat_fake import chat_request
 from bench._pilot_capacity import FakeModel, _child_env, _free_port, _server, _stop
 from bench._pilot_common import as_row, median, percentile, prepare
 from bench._pilot_fake import API_KEY
@@ -74,12 +73,11 @@ def _data(line: str) -> dict[str, object] | None:
     return value if isinstance(value, dict) else None
 
 
-async def _direct(client: httpx.AsyncClient, url: str) -> Sample:
-    headers = {"Authorization": f"Bearer {API_KEY}"}
-    body = chat_request()
+async def _direct(client: httpx.AsyncClient, url: str, body: bytes) -> Sample:
+    headers = {"Authorization": f"Bearer {API_KEY}", "Content-Type": "application/json", "X-Bench-Direct": "1"}
     first = None
     started = time.perf_counter()
-    async with client.stream("POST", url, json=body, headers=headers) as response:
+    async with client.stream("POST", url, content=body, headers=headers) as response:
         response.raise_for_status()
         async for line in response.aiter_lines():
             if first is None:
@@ -134,6 +132,7 @@ class Driver:
         self.client = client
         self.base = base
         self.fake_url = f"{fake_url}/chat/completions"
+        self.replay_url = fake_url.removesuffix("/v1") + "/bench/last-turn-request"
         self.token = token
         self.turns = turns
         self.chat_id = ""
@@ -150,15 +149,21 @@ class Driver:
         self.sent += 1
         return f"{self.base}/api/v1/sessions/{self.chat_id}/messages"
 
+    async def _same_request(self) -> bytes:
+        """The chat-turn request deskpilot sent the fake last: the direct side sends the model the same prompt."""
+        reply = await self.client.get(self.replay_url)
+        reply.raise_for_status()
+        return reply.content
+
     async def pair(self, rnd: Round, index: int) -> None:
         """One sample of each side; the order alternates so that neither always follows the other."""
         url = await self._chat()
         if index % 2:
-            rnd.direct.append(await _direct(self.client, self.fake_url))
+            rnd.direct.append(await _direct(self.client, self.fake_url, await self._same_request()))
             rnd.deskpilot.append(await _through(self.client, url, self.token))
         else:
             rnd.deskpilot.append(await _through(self.client, url, self.token))
-            rnd.direct.append(await _direct(self.client, self.fake_url))
+            rnd.direct.append(await _direct(self.client, self.fake_url, await self._same_request()))
 
 
 async def _measure(tmp: Path, *, rounds: int, pairs: int, turns: int, warmup: int) -> list[Round]:
@@ -210,8 +215,8 @@ def measure(tmp: Path, *, rounds: int, pairs: int, turns: int, warmup: int) -> l
     how = (
         f"{len(direct)} samples each, alternating (a) and (b), {rounds} rounds × {pairs} (p50: median of the rounds' "
         f"p50; p99: over all samples); a fresh chat every {turns} turns (its first turn also asks for a title); "
-        f"{warmup} pairs of warm-up; reply {len(chat_request()['messages'])} messages in, 20 chunks out; 1-min load "
-        f"average before {load_before:.1f} on {os.cpu_count()} CPUs"
+        f"{warmup} pairs of warm-up; (a) sends the model the very request deskpilot sent it last (system prompt, "
+        f"history, tools), 20 chunks out; 1-min load average before {load_before:.1f} on {os.cpu_count()} CPUs"
     )
     opened = median([median([s.opened_ms or 0.0 for s in r.deskpilot]) for r in results])
     with_context = [s for s in ours if s.context_ms is not None]
@@ -225,7 +230,7 @@ def measure(tmp: Path, *, rounds: int, pairs: int, turns: int, warmup: int) -> l
     return [
         as_row(
             measure="1. time to first token, p50 / p99 ms",
-            system="(a) straight from the fake model (httpx stream)",
+            system="(a) straight from the fake model (httpx stream, deskpilot's own request replayed)",
             result=f"{_fmt(a50)} / {_fmt(p99(direct, 'first_ms'))}",
             vs_reference="reference",
             detail="POST /v1/chat/completions stream=true until the first chunk with content; " + how,

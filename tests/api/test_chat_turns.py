@@ -19,7 +19,7 @@ from deskpilot.llm import LLM, MemoryRecorder, ProviderUnavailable
 from deskpilot.llm.fallback import FallbackModel
 from deskpilot.llm.messages import ImagePart
 from deskpilot.llm.testing import Reply, ScriptedModel
-from deskpilot.pilot.models import SessionMessage
+from deskpilot.pilot.models import PilotSession, SessionMessage
 from deskpilot.settings import LLMSettings, Settings
 from tests.api.chat_support import API, SSE, ChatApp, ChatModel, chat_app, data_of, read_frames, text_of, types
 from tests.api.test_pilot_support import problem
@@ -417,3 +417,35 @@ async def test_uc003_bad_images_are_refused_and_store_nothing(vision_chat: ChatA
     problem(await send(text="  "), 422, "message_empty")
     assert (await chat.detail(chat_id))["messages"] == []
     assert chat.model.requests == []
+
+
+async def test_the_sessions_lifecycle_routes_serve_chats_too(chat: ChatApp) -> None:
+    """`POST /sessions/{id}/{pause|resume|resolve|abandon|escalate|pickup}` act on a chat as on a guided session."""
+    engineer, lead = chat.a.headers(Role.ENGINEER), chat.a.headers(Role.LEAD)
+    chat_id = await chat.new_chat()
+    paused = await chat.http.post(f"{API}/sessions/{chat_id}/pause", headers=engineer)
+    assert (paused.status_code, paused.json()["status"], paused.json()["kind"]) == (200, "paused", "chat")
+    resumed = await chat.http.post(f"{API}/sessions/{chat_id}/resume", headers=engineer)
+    assert resumed.json()["status"] == "active"
+    problem(await chat.http.post(f"{API}/sessions/{chat_id}/pickup", headers=lead), 403, "session_access_denied")
+    escalated = await chat.http.post(f"{API}/sessions/{chat_id}/escalate", json={"reason": "Out of ideas"},
+                                     headers=engineer)
+    assert escalated.json()["status"] == "requesting_escalation"
+    picked = await chat.http.post(f"{API}/sessions/{chat_id}/pickup", headers=lead)
+    assert picked.json()["status"] == "active"
+    resolved = await chat.http.post(f"{API}/sessions/{chat_id}/resolve",
+                                    json={"resolution_summary": "DHCP scope widened"}, headers=lead)
+    assert resolved.json()["status"] == "resolved"
+    async with chat.state.db.system_session() as db:
+        stored = await db.get(PilotSession, uuid.UUID(chat_id))
+        assert stored is not None
+        assert stored.resolution_summary == "DHCP scope widened"
+    # The guided rules hold: a resolved chat cannot be abandoned (FP-031).
+    problem(await chat.http.post(f"{API}/sessions/{chat_id}/abandon", headers=lead), 409, "invalid_session_state")
+    other = await chat.new_chat()
+    abandoned = await chat.http.post(f"{API}/sessions/{other}/abandon", json={"reason": "Duplicate"},
+                                     headers=engineer)
+    assert abandoned.json()["status"] == "abandoned"
+    # Another account sees nothing.
+    problem(await chat.http.post(f"{API}/sessions/{other}/pause", headers=chat.b.headers(Role.OWNER)), 404,
+            "session_not_found")

@@ -14,7 +14,10 @@ from deskpilot.llm import (
     Message,
     Model,
     OpenAIModel,
+    ProviderError,
     ProviderRateLimited,
+    ProviderRejected,
+    ProviderTimeout,
     ProviderUnavailable,
     RequestParams,
     make_openai_client,
@@ -22,7 +25,15 @@ from deskpilot.llm import (
 from deskpilot.llm.messages import Completion
 from deskpilot.llm.testing import Reply, ScriptedModel
 from deskpilot.settings import LLMSettings
-from tests.fakes import FakeAnthropicServer, FakeOpenAIServer, FakeReply, FakeToolCall, error_reply, text_reply
+from tests.fakes import (
+    FakeAnthropicServer,
+    FakeOpenAIServer,
+    FakeReply,
+    FakeToolCall,
+    error_reply,
+    slow_reply,
+    text_reply,
+)
 from tests.llm.conftest import OPENAI_KEY
 
 
@@ -197,3 +208,58 @@ async def test_streaming_unsupported_names_the_class() -> None:
 
     with pytest.raises(NotImplementedError, match="EchoModel does not support streaming"):
         await consume()
+
+
+async def _openai_events(base_url: str, http: httpx.AsyncClient, *, timeout_s: float = 5) -> list[object]:
+    client = make_openai_client(api_key=OPENAI_KEY, base_url=base_url, timeout_s=timeout_s, http_client=http)
+    model = OpenAIModel("gpt-4o-mini", client)
+    return [event async for event in model.request_stream([Message.user("hello")], RequestParams())]
+
+
+async def test_openai_stream_refused_maps_like_the_sdk(
+    openai_server: FakeOpenAIServer, http: httpx.AsyncClient
+) -> None:
+    """Streams are read off httpx in the SSE wire format: a refused request still maps to our errors."""
+    openai_server.enqueue(error_reply(429, "slow down", retry_after=7))
+    with pytest.raises(ProviderRateLimited) as limited:
+        await _openai_events(openai_server.base_url, http)
+    assert limited.value.retry_after_s == 7
+    assert "slow down" in limited.value.detail
+
+    openai_server.enqueue(error_reply(400, "bad tool schema"))
+    with pytest.raises(ProviderRejected) as rejected:
+        await _openai_events(openai_server.base_url, http)
+    assert rejected.value.status_code == 400
+    assert "bad tool schema" in rejected.value.detail
+    # The request carried the SDK's headers and the key.
+    assert openai_server.last_request.headers["authorization"] == f"Bearer {OPENAI_KEY}"
+
+
+async def test_openai_stream_that_is_too_slow_is_a_timeout(
+    openai_server: FakeOpenAIServer, http: httpx.AsyncClient
+) -> None:
+    openai_server.enqueue(slow_reply(2.0))
+    with pytest.raises(ProviderTimeout):
+        await _openai_events(openai_server.base_url, http, timeout_s=0.2)
+
+
+async def test_openai_stream_with_garbage_is_a_provider_error_not_a_crash() -> None:
+    """Malformed output is a normal case: a data line that is not JSON, or not a chunk, ends the call cleanly."""
+    for garbage in (b"data: {not json\n\n", b"data: [1, 2]\n\n"):
+        body = b'data: {"choices": [{"index": 0, "delta": {"content": "Hi"}}]}\n\n' + garbage + b"data: [DONE]\n\n"
+
+        def answer(_request: httpx.Request, body: bytes = body) -> httpx.Response:
+            return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+
+        received: list[object] = []
+
+        async def read(http: httpx.AsyncClient) -> None:
+            client = make_openai_client(api_key="k", base_url="http://model.invalid/v1", timeout_s=5, http_client=http)
+            async for event in OpenAIModel("m", client).request_stream([Message.user("x")], RequestParams()):
+                received.append(event)
+
+        async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
+            with pytest.raises(ProviderError) as caught:
+                await read(http)
+        assert received == ["Hi"]
+        assert "streamed something that is not" in caught.value.detail

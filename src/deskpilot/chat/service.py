@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Final
 
 import anyio
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import Row, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.exc import StaleDataError
@@ -57,7 +57,7 @@ from deskpilot.llm import LLM, CallContext, Message, Purpose, ToolCall
 from deskpilot.llm.messages import ImagePart
 from deskpilot.pilot import branches as branching
 from deskpilot.pilot import escalation, similar
-from deskpilot.pilot.access import Caller, check_access
+from deskpilot.pilot.access import Caller, SessionParties, check_access
 from deskpilot.pilot.engine import session_parties
 from deskpilot.pilot.errors import BranchClosed, BranchNotFound
 from deskpilot.pilot.lifecycle import Action, SessionStatus, check_escalation_target, check_pickup, transition
@@ -74,6 +74,9 @@ SUBJECT_TYPE: Final = "chat"
 # A `running` turn older than this that no process is streaming was cut off (crash, kill -9): it is closed.
 STALE_TURN: Final = timedelta(minutes=15)
 TITLE_WAIT_S: Final = 2.0
+# How long a message's commit waits for its model request to be on the wire (a new TLS connection can take
+# longer: the commit then goes first).
+SEND_WAIT_S: Final = 0.05
 SUGGESTED_FLOWS: Final = 3
 SIMILAR_SESSIONS: Final = 3
 TEMPLATES_IN_PROMPT: Final = 10
@@ -201,16 +204,23 @@ async def get_chat(db: AsyncSession, caller: Caller, session_id: uuid.UUID) -> C
 # --- lifecycle ----------------------------------------------------------------------------------
 
 
-async def change_status(db: AsyncSession, caller: Caller, session_id: uuid.UUID, action: Action) -> ChatSessionOut:
+async def change_status(
+    db: AsyncSession, caller: Caller, session_id: uuid.UUID, action: Action, *, note: str | None = None
+) -> ChatSessionOut:
     """Pause, resume, resolve or abandon a chat with the guided sessions' rules (FP-031).
 
-    Resolving marks the active suggested fix successful (UC-021).
+    Resolving marks the active suggested fix successful (UC-021); `note` is the resolution summary of a resolve,
+    the reason of an abandon.
     """
     session = await load_chat(db, caller, session_id)
     new_status = transition(session.status, action)
     if action is Action.RESOLVE:
         await effects.on_resolve(db, session)
         session.resolved_at = utcnow()
+        session.resolution_summary = note or session.resolution_summary
+    elif action is Action.ABANDON:
+        session.resolved_at = utcnow()
+        session.resolution_notes = note or session.resolution_notes
     session.status = new_status
     await db.commit()
     return session_out(session)
@@ -470,71 +480,76 @@ def _launch(deps: ChatDeps, plan: TurnPlan, *announce: dict[str, Any]) -> TurnSt
     return stream
 
 
+# What a message needs of its session before the model is asked; built once, scoped by account explicitly (a
+# Core read on the connection: the ORM's tenant criteria do not apply to it).
+_SESSIONS = PilotSession.__table__
+_MESSAGE_HEAD: Final = select(
+    _SESSIONS.c.kind, _SESSIONS.c.status, _SESSIONS.c.user_id, _SESSIONS.c.team_id, _SESSIONS.c.escalated_to_id,
+    _SESSIONS.c.picked_up_by_id, _SESSIONS.c.step_count, _SESSIONS.c.message_seq, _SESSIONS.c.state_version,
+    _SESSIONS.c.title, _SESSIONS.c.problem_summary, _SESSIONS.c.active_branch_id,
+).where(_SESSIONS.c.id == bindparam("session_id"), _SESSIONS.c.account_id == bindparam("account_id"))
+
+
 async def send_message(
     db: AsyncSession, deps: ChatDeps, caller: Caller, session_id: uuid.UUID, message: MessageIn
 ) -> TurnStream:
     """Start a turn: the user's message is committed and announced before any model output (SS-036).
 
-    Time to the first token is kept short: the conversation and the session's state are read in this request's
-    transaction, the model is asked while the turn's rows commit (one batch), and its first delta is held until
-    they have. The turn then runs detached from the request; read it from the returned stream (or
-    `wait_for_turn`).
+    Time to the first token is kept short: the session's head is one Core read, the prompt context comes from
+    `deps.contexts` when the chat has not changed since its last turn (else it is read in this transaction), the
+    model is asked while the turn's rows commit as one batch, and its first delta is held until they have. The
+    turn then runs detached from the request; read it from the returned stream (or `wait_for_turn`).
     """
     text, images = _check_message(message, deps.llm)
-    session = await load_chat(db, caller, session_id)
-    if session.status not in (SessionStatus.ACTIVE, SessionStatus.PAUSED):
-        raise CannotSend(f"Cannot send messages to a {session.status} session")
+    conn = await db.connection()
+    head = (await conn.execute(_MESSAGE_HEAD, {"session_id": session_id, "account_id": caller.account_id})).first()
+    if head is None or head.kind != CHAT:
+        raise ChatSessionNotFound("Chat session not found")
+    check_access(caller, SessionParties(owner_id=head.user_id, team_id=head.team_id, status=head.status,
+                                        escalated_to_id=head.escalated_to_id, picked_up_by_id=head.picked_up_by_id))
+    if head.status not in (SessionStatus.ACTIVE, SessionStatus.PAUSED):
+        raise CannotSend(f"Cannot send messages to a {head.status} session")
     deps.llm.model_for(Purpose.CHAT)  # no provider for chat: a 503 before anything is stored
-    first_turn = session.step_count == 0
-    branch_id = session.active_branch_id
+    first_turn = head.step_count == 0
+    branch_id: uuid.UUID | None = head.active_branch_id
     # The images themselves are not stored: later turns see the note, not the pixels.
     stored_text = with_image_note(clean_user_message(text), len(images))
     now = utcnow()
     user_id, assistant_id = uuid.uuid4(), uuid.uuid4()
     turn = ChatTurn(
-        id=uuid.uuid4(), account_id=session.account_id, session_id=session.id, user_id=caller.user_id,
+        id=uuid.uuid4(), account_id=caller.account_id, session_id=session_id, user_id=caller.user_id,
         branch_id=branch_id, kind="message", status="running", user_message_id=user_id,
         assistant_message_id=assistant_id, content="", parts=[], error_code=None, model=None, input_tokens=0,
         output_tokens=0, started_at=now, finished_at=None,
     )
-    user_seq = session.message_seq + 1
+    user_seq = head.message_seq + 1
     plan = TurnPlan(
-        account_id=session.account_id, session_id=session.id, turn_id=turn.id, caller=caller,
+        account_id=caller.account_id, session_id=session_id, turn_id=turn.id, caller=caller,
         branch_id=branch_id, assistant_message_id=assistant_id, assistant_seq=user_seq + 1,
         text=text, first_turn=first_turn, images=images,
     )
-    cached = deps.contexts.get(session.id, session.state_version, branch_id) if deps.contexts else None
-    context = cached or await _read_in(db, session, branch_id, plan.history_before)
-    changes: dict[str, Any] = {
-        "message_seq": user_seq + 1, "step_count": session.step_count + 2,  # UC-004: the display count
-        "state_version": session.state_version + 1, "updated_at": now,
-    }
-    if session.status == SessionStatus.PAUSED:
-        changes["status"] = SessionStatus.ACTIVE.value
-    if first_turn:
-        if session.title in (None, "", "New Chat"):
-            changes["title"] = prompts.fallback_title(text)
-        if text and not session.problem_summary:  # an images-only first message says nothing to repeat
-            changes["problem_summary"] = prompts.fallback_title(text)[:200]
-
-    def message_row(message_id: uuid.UUID, seq: int, role: str, content: str) -> Write:
-        return insert_row(SessionMessage, {
-            "id": message_id, "account_id": session.account_id, "session_id": session.id, "branch_id": branch_id,
-            "seq": seq, "role": role, "content": content, "created_at": now,
-        })
-
-    writes = [
-        insert_row(ChatTurn, {c.key: getattr(turn, c.key) for c in ChatTurn.__table__.columns}),
-        message_row(user_id, user_seq, "user", stored_text),
-        message_row(assistant_id, user_seq + 1, "assistant", ""),
-        update_row(PilotSession, {"id": session.id, "account_id": session.account_id,
-                                  "state_version": session.state_version}, changes),
-    ]
+    context = deps.contexts.get(session_id, head.state_version, branch_id) if deps.contexts else None
+    if context is None:
+        session = await db.get(PilotSession, session_id)
+        if session is None or session.state_version != head.state_version:
+            raise ThreadBusy("This chat changed while the message was sent; send it again")
+        context = await _read_in(db, session, branch_id, plan.history_before)
     stream = deps.streams.open(turn.id)
     gate = _Gate()
-    task = deps.streams.run(stream, _run_turn(deps, plan, stream, context=context, gate=gate))
+    sent = asyncio.get_running_loop().create_future()
+
+    def on_sent() -> None:
+        if not sent.done():
+            sent.set_result(None)
+
+    task = deps.streams.run(stream, _run_turn(deps, plan, stream, context=context, gate=gate, on_sent=on_sent))
     try:
-        await commit_writes(db, writes)
+        # One event loop: the turn task builds the prompt and puts the request on the wire first; the turn's
+        # rows are then written and the opening frames go out while the model reads it. (A first turn retrieves
+        # knowledge before asking: nothing to wait for.)
+        if context.knowledge is not None:
+            await asyncio.wait({sent, task}, timeout=SEND_WAIT_S, return_when=asyncio.FIRST_COMPLETED)
+        await commit_writes(db, _turn_writes(caller, head, turn, plan, stored_text))
     except (IntegrityError, WriteConflict):
         gate.settle(False)
         task.cancel()
@@ -552,6 +567,41 @@ async def send_message(
         "user-message-id", {"message_id": str(user_id), "turn_id": str(turn.id), "text": stored_text}))
     gate.settle(True)
     return stream
+
+
+def _turn_writes(caller: Caller, head: Row[Any], turn: ChatTurn, plan: TurnPlan, stored_text: str) -> list[Write]:
+    """The turn, the user's message, the assistant's empty row and the session's compare-and-set: one batch."""
+    now, session_id, branch_id = turn.started_at, plan.session_id, plan.branch_id
+    user_seq = plan.assistant_seq - 1
+    text = plan.text
+    changes: dict[str, Any] = {
+        "message_seq": user_seq + 1, "step_count": head.step_count + 2,  # UC-004: the display count
+        "state_version": head.state_version + 1, "updated_at": now,
+    }
+    if head.status == SessionStatus.PAUSED:
+        changes["status"] = SessionStatus.ACTIVE.value
+    if plan.first_turn:
+        if head.title in (None, "", "New Chat"):
+            changes["title"] = prompts.fallback_title(text)
+        if text and not head.problem_summary:  # an images-only first message says nothing to repeat
+            changes["problem_summary"] = prompts.fallback_title(text)[:200]
+
+    def message_row(message_id: uuid.UUID, seq: int, role: str, content: str) -> Write:
+        return insert_row(SessionMessage, {
+            "id": message_id, "account_id": caller.account_id, "session_id": session_id, "branch_id": branch_id,
+            "seq": seq, "role": role, "content": content, "created_at": now,
+        })
+
+    assert turn.user_message_id is not None
+    assert turn.assistant_message_id is not None
+    writes = [
+        insert_row(ChatTurn, {c.key: getattr(turn, c.key) for c in ChatTurn.__table__.columns}),
+        message_row(turn.user_message_id, user_seq, "user", stored_text),
+        message_row(turn.assistant_message_id, user_seq + 1, "assistant", ""),
+        update_row(PilotSession, {"id": session_id, "account_id": caller.account_id,
+                                  "state_version": head.state_version}, changes),
+    ]
+    return writes
 
 
 async def wait_for_turn(deps: ChatDeps, stream: TurnStream, account_id: uuid.UUID) -> TurnOut:
@@ -775,7 +825,13 @@ def _title_ready(task: asyncio.Task[str | None] | None, stream: TurnStream, outc
 
 
 async def _run_turn(
-    deps: ChatDeps, plan: TurnPlan, stream: TurnStream, *, context: TurnContext | None = None, gate: _Gate | None = None
+    deps: ChatDeps,
+    plan: TurnPlan,
+    stream: TurnStream,
+    *,
+    context: TurnContext | None = None,
+    gate: _Gate | None = None,
+    on_sent: Callable[[], None] | None = None,
 ) -> None:
     """The turn task: context, streamed model reply, markers and tools, then the shielded finalize (SS-040).
 
@@ -808,7 +864,7 @@ async def _run_turn(
         for round_ in range(MAX_GRANTED_ROUNDS + 1):
             async with deps.llm.stream(
                 Purpose.CHAT, messages, account_id=plan.account_id, context=call_context,
-                tools=(*CHAT_TOOLS, *CHAT_EVENT_TOOLS),
+                tools=(*CHAT_TOOLS, *CHAT_EVENT_TOOLS), on_sent=on_sent,
             ) as reply:
                 async for delta in reply:
                     await gate.wait()

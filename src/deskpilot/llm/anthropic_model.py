@@ -97,6 +97,8 @@ class AnthropicModel(Model):
     ) -> AsyncGenerator[StreamEvent, None]:
         body, options = self._request(messages, params)
         body["stream"] = True
+        if params.on_sent is not None:
+            params.on_sent()  # the SDK's stream does not say when the request is written
         parts: list[str] = []
         # Tool-use blocks by content index: [id, name, input JSON so far].
         blocks: dict[int, list[str]] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping
 from contextlib import AbstractContextManager, aclosing, asynccontextmanager, nullcontext
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -277,6 +277,7 @@ class LLM:
         timeout_s: float | None,
         output: OutputSchema | None = None,
         tools: tuple[Tool | ToolDefinition, ...] = (),
+        on_sent: Callable[[], None] | None = None,
     ) -> RequestParams:
         cap = self.settings.max_tokens_per_call
         return RequestParams(
@@ -284,6 +285,7 @@ class LLM:
             timeout_s=timeout_s or self.settings.timeout_s,
             tools=tuple(t if isinstance(t, ToolDefinition) else t.definition for t in tools),
             output=output,
+            on_sent=on_sent,
         )
 
     async def structured(
@@ -375,16 +377,18 @@ class LLM:
         max_tokens: int | None = None,
         timeout_s: float | None = None,
         tools: Iterable[Tool | ToolDefinition] = (),
+        on_sent: Callable[[], None] | None = None,
     ) -> TextStream:
         """Stream the free-text answer as text deltas; see `TextStream` (arguments as for `structured`).
 
         Routing and budget errors are raised here, before anything is sent. A fallback happens only
         before the first delta reaches the caller. With `tools`, the model may also ask for tool calls:
-        they are in `result.tool_calls`, not run.
+        they are in `result.tool_calls`, not run. `on_sent` is called once the request is on its way
+        (`RequestParams.on_sent`; called again if a fallback model is asked).
         """
         model = self.model_for(purpose)
         history = as_messages(messages)
-        params = self._params(max_tokens, timeout_s, tools=tuple(tools))
+        params = self._params(max_tokens, timeout_s, tools=tuple(tools), on_sent=on_sent)
         if budget is not None:
             budget.check(history, params.max_tokens or 0)
         return TextStream(self._stream(purpose, model, history, params, budget, account_id, context))

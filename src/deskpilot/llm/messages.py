@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, TypeAlias
 
@@ -148,6 +148,9 @@ class RequestParams:
     timeout_s: float | None = None
     tools: tuple[ToolDefinition, ...] = ()
     output: OutputSchema | None = None
+    # Called once the request is on its way: when its body is written, where the transport can tell (OpenAI-
+    # compatible over httpx), else just before it is sent. A caller can then do other work while the model reads.
+    on_sent: Callable[[], None] | None = None
 
 
 @dataclass(slots=True)

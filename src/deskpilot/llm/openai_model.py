@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
@@ -161,6 +161,7 @@ class OpenAIModel(Model):
         request = self._http.build_request(
             "POST", self._stream_url, content=json.dumps(body, ensure_ascii=False).encode(),
             headers=self._stream_headers, timeout=options.get("timeout", self._default_timeout),
+            extensions={"trace": _sent_tracer(params.on_sent)} if params.on_sent is not None else None,
         )
         state = _StreamState()
         try:
@@ -250,6 +251,16 @@ def _content_parts(message: Message) -> list[dict[str, object]]:
     parts: list[dict[str, object]] = [{"type": "text", "text": message.content}] if message.content else []
     parts.extend({"type": "image_url", "image_url": {"url": image.data_url}} for image in message.images)
     return parts
+
+
+def _sent_tracer(on_sent: Callable[[], None]) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
+    """An httpcore `trace` extension calling `on_sent` once the request body is written (HTTP/1.1 or 2)."""
+
+    async def trace(event: str, _info: dict[str, Any]) -> None:
+        if event.endswith("send_request_body.complete"):
+            on_sent()
+
+    return trace
 
 
 class _StreamState:

@@ -167,6 +167,8 @@ class _TestModel(Model):
     async def request_stream(
         self, messages: Sequence[Message], params: RequestParams
     ) -> AsyncGenerator[StreamEvent, None]:
+        if params.on_sent is not None:
+            params.on_sent()
         reply = await self._next(messages, params, stream=True)
         for count, delta in enumerate(_DELTA.findall(reply.text)):
             if reply.error is not None and count == reply.stream_error_after:

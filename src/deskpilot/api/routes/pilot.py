@@ -14,16 +14,20 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.background import BackgroundTask
 from starlette.types import Message
 
 from deskpilot.api.deps import EngineerDep, PrincipalDep, SessionDep, StateDep, pilot_caller, pilot_deps
+from deskpilot.api.routes.chat import chat_deps
+from deskpilot.chat import service as chat_service
+from deskpilot.chat.schemas import ChatSessionOut
 from deskpilot.errors import DeskpilotError
 from deskpilot.pilot import communications, documentation, service
 from deskpilot.pilot.access import SessionParties, check_access
 from deskpilot.pilot.communications import Audience, Length, TicketNotesStream, UpdateContext
 from deskpilot.pilot.documentation import SessionDocumentation
-from deskpilot.pilot.lifecycle import SessionStatus
+from deskpilot.pilot.lifecycle import Action, SessionStatus
 from deskpilot.pilot.schemas import (
     AbandonRequest,
     BranchNode,
@@ -201,8 +205,17 @@ async def retry_generation(
 # --- lifecycle (FP-031) -------------------------------------------------------------------------
 
 
-@router.post("/sessions/{session_id}/pause")
-async def pause_session(session_id: uuid.UUID, principal: EngineerDep, session: SessionDep) -> SessionSummary:
+# The lifecycle routes serve chats too (kind "chat"): the same actions, the chat's own rules (chat/service.py).
+
+
+async def _is_chat(session: AsyncSession, session_id: uuid.UUID) -> bool:
+    return await chat_service.session_kind(session, session_id) == chat_service.CHAT
+
+
+@router.post("/sessions/{session_id}/pause", response_model=SessionSummary | ChatSessionOut)
+async def pause_session(session_id: uuid.UUID, principal: EngineerDep, session: SessionDep) -> object:
+    if await _is_chat(session, session_id):
+        return await chat_service.change_status(session, pilot_caller(principal), session_id, Action.PAUSE)
     return await service.pause(session, pilot_caller(principal), session_id)
 
 
@@ -210,38 +223,54 @@ async def pause_session(session_id: uuid.UUID, principal: EngineerDep, session: 
 # may carry approval decisions, a guided session's is the FP-031 lifecycle action (pilot.service.resume).
 
 
-@router.post("/sessions/{session_id}/abandon")
+@router.post("/sessions/{session_id}/abandon", response_model=SessionSummary | ChatSessionOut)
 async def abandon_session(
     session_id: uuid.UUID, principal: EngineerDep, session: SessionDep, body: AbandonRequest | None = None
-) -> SessionSummary:
-    return await service.abandon(session, pilot_caller(principal), session_id, body or AbandonRequest())
+) -> object:
+    request = body or AbandonRequest()
+    if await _is_chat(session, session_id):
+        return await chat_service.change_status(
+            session, pilot_caller(principal), session_id, Action.ABANDON, note=request.reason
+        )
+    return await service.abandon(session, pilot_caller(principal), session_id, request)
 
 
-@router.post("/sessions/{session_id}/resolve")
+@router.post("/sessions/{session_id}/resolve", response_model=SessionClosed | ChatSessionOut)
 async def resolve_session(
     session_id: uuid.UUID, body: ResolveRequest, principal: EngineerDep, state: StateDep, session: SessionDep
-) -> SessionClosed:
-    """Resolve: documentation, flow success rate, PSA note (a failed push is reported, never fatal)."""
+) -> object:
+    """Resolve: documentation, flow success rate, PSA note (a failed push is reported, never fatal). A chat:
+    its active suggested fix is marked successful (UC-021) and the summary kept."""
+    if await _is_chat(session, session_id):
+        return await chat_service.change_status(
+            session, pilot_caller(principal), session_id, Action.RESOLVE, note=body.resolution_summary
+        )
     return await service.resolve(session, pilot_deps(state), pilot_caller(principal), session_id, body)
 
 
-@router.post("/sessions/{session_id}/escalate")
+@router.post("/sessions/{session_id}/escalate", response_model=EscalationResult | ChatSessionOut)
 async def escalate_session(
     session_id: uuid.UUID, body: EscalateRequest, principal: EngineerDep, state: StateDep, session: SessionDep
-) -> EscalationResult:
-    """Escalate to one engineer (`target_user_id`) or, without one, to the session's whole team."""
+) -> object:
+    """Escalate to one engineer (`target_user_id`) or, without one, to the session's whole team. A chat with an
+    open suggested fix is refused with 409 `fix_outcome_required` (UC-021)."""
+    if await _is_chat(session, session_id):
+        return await chat_service.escalate(session, chat_deps(state), pilot_caller(principal), session_id, body)
     return await service.escalate(session, pilot_deps(state), pilot_caller(principal), session_id, body)
 
 
-@router.post("/sessions/{session_id}/pickup")
+@router.post("/sessions/{session_id}/pickup", response_model=PickupResult | ChatSessionOut)
 async def pickup_session(
     session_id: uuid.UUID,
     principal: EngineerDep,
     state: StateDep,
     session: SessionDep,
     body: PickupRequest | None = None,
-) -> PickupResult:
-    """Take over an escalated session: a briefing step, then the next step (`continue` or `fresh`)."""
+) -> object:
+    """Take over an escalated session: a briefing step, then the next step (`continue` or `fresh`). A chat: the
+    conversation simply continues with the new engineer."""
+    if await _is_chat(session, session_id):
+        return await chat_service.pickup(session, pilot_caller(principal), session_id)
     return await service.pickup(
         session, pilot_deps(state), pilot_caller(principal), session_id, body or PickupRequest()
     )
