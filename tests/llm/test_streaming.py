@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 import httpx
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from deskpilot.llm import (
     LLM,
@@ -85,7 +87,10 @@ async def test_openai_streamed_tool_call_deltas_are_assembled(
         )
     )
 
-    events = [event async for event in model.request_stream([Message.user("ticket 4711")], RequestParams())]
+    try:
+        events = [event async for event in model.request_stream([Message.user("ticket 4711")], RequestParams())]
+    finally:
+        await model.streams.aclose()
 
     final = events[-1]
     assert isinstance(final, Completion)
@@ -213,7 +218,10 @@ async def test_streaming_unsupported_names_the_class() -> None:
 async def _openai_events(base_url: str, http: httpx.AsyncClient, *, timeout_s: float = 5) -> list[object]:
     client = make_openai_client(api_key=OPENAI_KEY, base_url=base_url, timeout_s=timeout_s, http_client=http)
     model = OpenAIModel("gpt-4o-mini", client)
-    return [event async for event in model.request_stream([Message.user("hello")], RequestParams())]
+    try:
+        return [event async for event in model.request_stream([Message.user("hello")], RequestParams())]
+    finally:
+        await model.streams.aclose()
 
 
 async def test_openai_stream_refused_maps_like_the_sdk(
@@ -248,18 +256,28 @@ async def test_openai_stream_with_garbage_is_a_provider_error_not_a_crash() -> N
     for garbage in (b"data: {not json\n\n", b"data: [1, 2]\n\n"):
         body = b'data: {"choices": [{"index": 0, "delta": {"content": "Hi"}}]}\n\n' + garbage + b"data: [DONE]\n\n"
 
-        def answer(_request: httpx.Request, body: bytes = body) -> httpx.Response:
-            return httpx.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+        async def answer(request: web.Request, body: bytes = body) -> web.StreamResponse:
+            response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+            await response.prepare(request)
+            await response.write(body)
+            return response
 
+        app = web.Application()
+        app.router.add_post("/v1/chat/completions", answer)
         received: list[object] = []
+        async with TestServer(app, host="127.0.0.1") as server:
+            client = make_openai_client(api_key="k", base_url=str(server.make_url("/v1")), timeout_s=5)
+            model = OpenAIModel("m", client)
 
-        async def read(http: httpx.AsyncClient) -> None:
-            client = make_openai_client(api_key="k", base_url="http://model.invalid/v1", timeout_s=5, http_client=http)
-            async for event in OpenAIModel("m", client).request_stream([Message.user("x")], RequestParams()):
-                received.append(event)
+            async def read() -> None:
+                async for event in model.request_stream([Message.user("x")], RequestParams()):
+                    received.append(event)
 
-        async with httpx.AsyncClient(transport=httpx.MockTransport(answer)) as http:
-            with pytest.raises(ProviderError) as caught:
-                await read(http)
+            try:
+                with pytest.raises(ProviderError) as caught:
+                    await read()
+            finally:
+                await model.streams.aclose()
+                await client.close()
         assert received == ["Hi"]
         assert "streamed something that is not" in caught.value.detail

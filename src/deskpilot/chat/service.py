@@ -717,16 +717,18 @@ def _shown(raw: str) -> str:
     return visible_prefix(raw)
 
 
-def _emit_text(stream: TurnStream, outcome: _Outcome) -> None:
+def _emit_text(stream: TurnStream, outcome: _Outcome) -> bool:
+    """Emit what the reply shows beyond what was sent; True if a frame was emitted."""
     shown = _shown(outcome.raw)
     if not shown.startswith(outcome.shown) or len(shown) == len(outcome.shown):
-        return
+        return False
     delta = shown[len(outcome.shown):]
     outcome.shown = shown
     if not outcome.text_open:
         outcome.text_open = True
         stream.emit({"type": "text-start", "id": frames.TEXT_PART_ID})
     stream.emit({"type": "text-delta", "id": frames.TEXT_PART_ID, "delta": delta})
+    return True
 
 
 async def _read(deps: ChatDeps, plan: TurnPlan) -> TurnContext:
@@ -869,7 +871,10 @@ async def _run_turn(
                 async for delta in reply:
                     await gate.wait()
                     outcome.raw += delta
-                    _emit_text(stream, outcome)
+                    if _emit_text(stream, outcome):
+                        # Let the frame go out now: a reply already buffered would otherwise be read to its end
+                        # before the response writes anything.
+                        await asyncio.sleep(0)
                     if refresh is None and context.knowledge is not None:
                         refresh = asyncio.create_task(_refresh_knowledge(deps, plan, context, stream, outcome, gate))
                     _title_ready(title_task, stream, outcome, plan)

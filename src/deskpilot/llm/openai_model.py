@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
+import aiohttp
 import httpx
 import openai
 from openai import AsyncOpenAI
@@ -22,6 +23,7 @@ from deskpilot.llm.errors import (
     parse_retry_after,
 )
 from deskpilot.llm.messages import Completion, Message, RequestParams, StreamEvent, ToolCall
+from deskpilot.llm.stream_http import StreamSession
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 # Local servers (Ollama, llama.cpp, LM Studio, vLLM) need no key, but the SDK insists on one.
@@ -100,6 +102,7 @@ class OpenAIModel(Model):
         *,
         provider: str = "openai",
         max_tokens_param: MaxTokensParam | None = None,
+        streams: StreamSession | None = None,
     ) -> None:
         self.model_name = model_name
         self.name = f"{provider}:{model_name}"
@@ -107,8 +110,8 @@ class OpenAIModel(Model):
         self._post = client.post
         self._default_timeout = client.timeout
         self._max_tokens_param = max_tokens_param or default_max_tokens_param(str(client.base_url))
-        # Streams go out on the SDK client's own httpx client (its pool, its transport) with its headers.
-        self._http: httpx.AsyncClient = client._client
+        # Streams go out with the SDK client's URL and headers, over `streams` (aiohttp).
+        self.streams = streams or StreamSession(timeout_s=_seconds(client.timeout))
         self._stream_url = str(client.base_url).rstrip("/") + CHAT_COMPLETIONS
         headers = {k: v for k, v in client.default_headers.items() if isinstance(v, str)}
         self._stream_headers = {**headers, **client.auth_headers, "Accept": "text/event-stream"}
@@ -149,40 +152,35 @@ class OpenAIModel(Model):
     async def request_stream(
         self, messages: Sequence[Message], params: RequestParams
     ) -> AsyncGenerator[StreamEvent, None]:
-        """The streamed answer, read in the API's own SSE wire format straight off the SDK client's httpx pool.
+        """The streamed answer, read in the API's own SSE wire format over aiohttp (`StreamSession`).
 
-        The SDK's stream builds a pydantic chunk model per event and walks several layers per request; over a
-        reply that was most of the server's CPU before the first token (bench/bench_chat.py). The request is
-        the same (headers, auth, body); errors map as the SDK's would (`_status_error`, `_translate`).
+        The SDK's stream builds a pydantic chunk model per event and goes through httpx; together that was most
+        of the server's time before the first token (bench/bench_chat.py). The request is the SDK's (URL,
+        headers, auth, body); errors map as the SDK's would (`_status_error`, `_stream_error`).
         """
         body, options = self._request(messages, params)
         body["stream"] = True
         body["stream_options"] = {"include_usage": True}
-        request = self._http.build_request(
-            "POST", self._stream_url, content=json.dumps(body, ensure_ascii=False).encode(),
-            headers=self._stream_headers, timeout=options.get("timeout", self._default_timeout),
-            extensions={"trace": _sent_tracer(params.on_sent)} if params.on_sent is not None else None,
-        )
+        payload = json.dumps(body, ensure_ascii=False).encode()
         state = _StreamState()
         try:
-            response = await self._http.send(request, stream=True)
-            try:
-                if response.status_code >= 400:
-                    await response.aread()
-                    raise _status_error(response, self.name)
-                async for line in response.aiter_lines():
-                    if not line.startswith("data:"):
+            async with self.streams.post(
+                self._stream_url, payload, self._stream_headers, timeout_s=options.get("timeout"),
+                on_sent=params.on_sent,
+            ) as response:
+                if response.status >= 400:
+                    raise _status_error(response.status, await response.read(), response.headers, self.name)
+                async for raw in response.content:
+                    if not raw.startswith(b"data:"):
                         continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
+                    data = raw[5:].strip()
+                    if data == b"[DONE]":
                         break
                     text = state.take(_chunk(data, self.name))
                     if text:
                         yield text
-            finally:
-                await response.aclose()
-        except (openai.OpenAIError, httpx.HTTPError) as e:
-            raise _translate(e, self.name, streaming=True) from e
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            raise _stream_error(e, self.name) from e
         yield Completion(
             text="".join(state.parts),
             tool_calls=tuple(ToolCall(*state.calls[i]) for i in sorted(state.calls)),
@@ -253,16 +251,6 @@ def _content_parts(message: Message) -> list[dict[str, object]]:
     return parts
 
 
-def _sent_tracer(on_sent: Callable[[], None]) -> Callable[[str, dict[str, Any]], Awaitable[None]]:
-    """An httpcore `trace` extension calling `on_sent` once the request body is written (HTTP/1.1 or 2)."""
-
-    async def trace(event: str, _info: dict[str, Any]) -> None:
-        if event.endswith("send_request_body.complete"):
-            on_sent()
-
-    return trace
-
-
 class _StreamState:
     """What a stream's chunks add up to: text parts, tool-call fragments by index, usage, finish reason."""
 
@@ -295,7 +283,8 @@ class _StreamState:
         for fragment in delta.get("tool_calls") or ():
             if not isinstance(fragment, dict):
                 continue
-            slot = self.calls.setdefault(int(fragment.get("index") or 0), ["", "", ""])
+            index = fragment.get("index")
+            slot = self.calls.setdefault(index if isinstance(index, int) else 0, ["", "", ""])
             if fragment.get("id"):
                 slot[0] = str(fragment["id"])
             function = fragment.get("function")
@@ -310,7 +299,7 @@ class _StreamState:
         return text
 
 
-def _chunk(data: str, model: str) -> dict[str, Any]:
+def _chunk(data: bytes, model: str) -> dict[str, Any]:
     """One SSE data payload as a chunk; an error event (the server gave up mid-stream) raises, as the SDK does."""
     try:
         chunk = json.loads(data)
@@ -325,20 +314,37 @@ def _chunk(data: str, model: str) -> dict[str, Any]:
     return chunk
 
 
-def _status_error(response: httpx.Response, model: str) -> ProviderError:
+def _status_error(status: int, content: bytes, headers: Mapping[str, str], model: str) -> ProviderError:
     """The error for a refused streaming request, with the provider's message as the SDK would show it."""
     try:
-        body = response.json()
+        body = json.loads(content)
     except ValueError:
         body = None
     error = body.get("error") if isinstance(body, dict) else None
     message = error.get("message") if isinstance(error, dict) else None
-    detail = message if isinstance(message, str) else (response.text[:500] or response.reason_phrase)
-    retry_after = parse_retry_after(response.headers.get("retry-after"))
-    return error_for_status(
-        response.status_code, f"{model}: Error code: {response.status_code} - {detail}", model=model,
-        retry_after_s=retry_after,
-    )
+    detail = message if isinstance(message, str) else content[:500].decode(errors="replace")
+    retry_after = parse_retry_after(headers.get("retry-after"))
+    return error_for_status(status, f"{model}: Error code: {status} - {detail}", model=model, retry_after_s=retry_after)
+
+
+def _stream_error(error: Exception, model: str) -> ProviderError:
+    """Our error for what aiohttp raised while a stream was asked for or read."""
+    if isinstance(error, TimeoutError):
+        return ProviderTimeout(f"{model} did not answer in time", model=model)
+    if isinstance(error, aiohttp.ClientPayloadError):
+        return ProviderUnavailable(f"{model} failed while streaming: {error}", model=model)
+    if isinstance(error, aiohttp.ClientConnectionError):
+        return ProviderUnavailable(f"cannot reach {model}: {error}", model=model)
+    if isinstance(error, ValueError):  # a line longer than the read buffer allows
+        return ProviderError(f"{model} streamed an event too large to read: {error}", model=model)
+    return ProviderError(f"{model}: {error}", model=model)
+
+
+def _seconds(timeout: float | httpx.Timeout | None) -> float:
+    if isinstance(timeout, int | float):
+        return float(timeout)
+    read = timeout.read if isinstance(timeout, httpx.Timeout) else None
+    return float(read) if read is not None else 600.0
 
 
 def _translate(error: Exception, model: str, *, streaming: bool = False) -> ProviderError:

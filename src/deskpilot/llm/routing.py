@@ -15,6 +15,7 @@ from deskpilot.llm.base import Model
 from deskpilot.llm.errors import LLMNotConfigured
 from deskpilot.llm.fallback import FallbackModel
 from deskpilot.llm.openai_model import OpenAIModel, make_openai_client
+from deskpilot.llm.stream_http import StreamSession
 from deskpilot.settings import LLMSettings
 
 
@@ -90,6 +91,8 @@ class ModelRegistry:
         self._models: dict[str, Model] = dict(self._injected)
         self._chains: dict[tuple[str, ...], Model] = {}
         self._openai_clients: dict[str, AsyncOpenAI] = {}
+        # Streams of OpenAI-compatible providers go over aiohttp (see llm/stream_http.py): one session each.
+        self._streams: dict[str, StreamSession] = {}
         self._anthropic_client: AsyncAnthropic | None = None
 
     def chain(self, names: tuple[str, ...]) -> Model:
@@ -112,11 +115,13 @@ class ModelRegistry:
         provider, model_name = split_model_name(name)
         settings = self._settings
         if provider == "openai":
-            return OpenAIModel(model_name, self._openai_client("openai"))
+            return OpenAIModel(model_name, self._openai_client("openai"), streams=self._streams["openai"])
         if provider == "anthropic":
             return AnthropicModel(model_name, self._anthropic())
         if provider in settings.openai_compatible:
-            return OpenAIModel(model_name, self._openai_client(provider), provider=provider)
+            return OpenAIModel(
+                model_name, self._openai_client(provider), provider=provider, streams=self._streams[provider]
+            )
         if provider == "test":
             raise LLMNotConfigured(
                 f"test model {name!r} exists only when passed in, e.g. LLM.for_model(ScriptedModel(...))",
@@ -156,6 +161,7 @@ class ModelRegistry:
             http_client=self._http_client,
         )
         self._openai_clients[provider] = client
+        self._streams[provider] = StreamSession(timeout_s=self._settings.timeout_s)
         return client
 
     def _anthropic(self) -> AsyncAnthropic:
@@ -175,7 +181,11 @@ class ModelRegistry:
         return self._anthropic_client
 
     async def aclose(self) -> None:
-        """Close the SDK clients' connection pools, unless the http client was injected (its owner closes it)."""
+        """Close the SDK clients' connection pools, unless the http client was injected (its owner closes it), and
+        the stream sessions (always ours)."""
+        for streams in self._streams.values():
+            await streams.aclose()
+        self._streams.clear()
         if self._http_client is None:
             for client in self._openai_clients.values():
                 await client.close()

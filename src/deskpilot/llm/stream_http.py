@@ -1,0 +1,103 @@
+"""The HTTP client model streams are read with: an aiohttp session per provider, made inside the running loop."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import urllib.request
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import asynccontextmanager
+from types import SimpleNamespace
+from typing import Final
+from urllib.parse import urlsplit
+
+import aiohttp
+
+# Streams in flight at once per provider (each holds a connection for its whole reply).
+STREAM_CONNECTIONS: Final = 1024
+# aiohttp reads a line of up to twice this: a provider may send a large tool call or a whole answer in one event.
+READ_BUFFER_BYTES: Final = 1024 * 1024
+
+
+def _tls_context() -> ssl.SSLContext:
+    # The CA bundle httpx uses (certifi), so both clients trust the same authorities.
+    try:
+        import certifi
+    except ImportError:  # pragma: no cover - certifi comes with httpx
+        return ssl.create_default_context()
+    return ssl.create_default_context(cafile=certifi.where())
+
+
+async def _chunk_sent(_session: aiohttp.ClientSession, context: SimpleNamespace, _params: object) -> None:
+    on_sent = getattr(context.trace_request_ctx, "on_sent", None)
+    if on_sent is not None:
+        on_sent()
+
+
+class StreamSession:
+    """One aiohttp `ClientSession` for a provider's streams, created on first use in the running event loop.
+
+    Streams are the chat's hot path: aiohttp writes a request and reads its first event in about half the time
+    httpx takes (bench/bench_chat.py, measured side by side against the loopback fake), and its C parser reads
+    the reply's lines. Timeouts are per connect and per read, like the SDK's, so a stalled stream times out.
+    A session used from another event loop than the one that made it (a CLI run after a test, say) is replaced.
+    """
+
+    def __init__(self, *, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self._session: aiohttp.ClientSession | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._proxies: dict[str, str | None] = {}
+
+    def _proxy(self, url: str) -> str | None:
+        """The proxy for `url` from HTTP(S)_PROXY/NO_PROXY, as httpx honours them; looked up once per URL (aiohttp's
+        `trust_env` reads the environment again on every request)."""
+        if url not in self._proxies:
+            parts = urlsplit(url)
+            proxies = urllib.request.getproxies()
+            proxy = proxies.get(parts.scheme)
+            if proxy and urllib.request.proxy_bypass(parts.hostname or ""):
+                proxy = None
+            self._proxies[url] = proxy
+        return self._proxies[url]
+
+    def _current(self) -> aiohttp.ClientSession:
+        loop = asyncio.get_running_loop()
+        if self._session is None or self._session.closed or self._loop is not loop:
+            trace = aiohttp.TraceConfig()
+            trace.on_request_chunk_sent.append(_chunk_sent)
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=STREAM_CONNECTIONS, ssl=_tls_context()),
+                trace_configs=[trace],
+                read_bufsize=READ_BUFFER_BYTES,
+            )
+            self._loop = loop
+        return self._session
+
+    @asynccontextmanager
+    async def post(
+        self,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        *,
+        timeout_s: float | None = None,
+        on_sent: Callable[[], None] | None = None,
+    ) -> AsyncIterator[aiohttp.ClientResponse]:
+        """POST `body`; the response with its body unread. `on_sent` is called once the body is written."""
+        seconds = timeout_s or self.timeout_s
+        timeout = aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
+        context = SimpleNamespace(on_sent=on_sent)
+        async with self._current().post(
+            url, data=body, headers=dict(headers), timeout=timeout, trace_request_ctx=context, proxy=self._proxy(url)
+        ) as response:
+            if on_sent is not None:
+                on_sent()  # an empty body sends no chunk: the answer's headers say it was sent
+            yield response
+
+    async def aclose(self) -> None:
+        if self._session is not None and not self._session.closed and self._loop is asyncio.get_running_loop():
+            await self._session.close()
+        self._session = None
+        self._loop = None
+
