@@ -330,6 +330,23 @@ async def test_ss039_a_provider_failing_before_the_first_token_falls_back_once(s
     assert len(backup.seen) == 1  # one fallback, before anything was streamed
 
 
+async def test_ss039_a_turn_falls_back_at_most_once_on_a_longer_route(settings: Settings) -> None:
+    """Issue #4: a three-model route falls back once a turn; the third model is never asked."""
+    overloaded = Reply(error=ProviderUnavailable("overloaded", model="test:x"))
+    first = ScriptedModel([overloaded, overloaded], name="test:first")
+    second = ScriptedModel([overloaded, overloaded], name="test:second")
+    third = ChatModel()
+    third.add("Never asked.")
+    async with chat_app(settings, llm=LLM.for_model(FallbackModel([first, second, third]))) as chat:
+        response, frames = await chat.stream(await chat.new_chat(), "hi")
+    assert response.status_code == 200
+    error = next(f["part"] for f in frames if f["part"] != "[DONE]" and f["part"]["type"] == "error")
+    assert error["errorCode"] == "llm_all_models_failed"
+    assert [r.stream for r in first.requests].count(True) == 1
+    assert [r.stream for r in second.requests].count(True) == 1
+    assert third.seen == []
+
+
 # --- images (UC-003, SS-043) -------------------------------------------------------------------------
 
 PNG = base64.b64encode(b"\x89PNG\r\n\x1a\n" + b"\x00" * 64).decode()

@@ -172,3 +172,19 @@ async def test_scripted_fallback_chain_and_timeout() -> None:
     with pytest.raises(ProviderRejected):
         await FallbackModel([rejected, spare]).request([Message.user("hi")], RequestParams())
     assert spare.remaining == 0
+
+
+async def test_max_fallbacks_caps_how_far_down_the_chain_a_call_goes() -> None:
+    down = Reply(error=ProviderUnavailable("down", model="test:x"))
+    first, second = ScriptedModel([down, down], name="test:first"), ScriptedModel([down, down], name="test:second")
+    third = ScriptedModel(["third answers", "third answers"], name="test:third")
+    chain = FallbackModel([first, second, third])
+
+    with pytest.raises(AllModelsFailed) as caught:
+        await chain.request([Message.user("hi")], RequestParams(max_fallbacks=1))
+    assert [e.model for e in caught.value.errors] == ["test:x", "test:x"]
+    assert third.requests == []
+
+    completion = await chain.request([Message.user("hi")], RequestParams())
+    assert completion.text == "third answers"
+    assert completion.fallback_used is True

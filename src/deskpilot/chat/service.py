@@ -863,10 +863,12 @@ async def _run_turn(
             subject_type=SUBJECT_TYPE, subject_id=plan.session_id,
             thread=str(plan.branch_id) if plan.branch_id else None,
         )
+        # Issue #4: a fallback to the route's next model (429/5xx, before the first token) at most once a turn.
+        fallbacks_left = 1
         for round_ in range(MAX_GRANTED_ROUNDS + 1):
             async with deps.llm.stream(
                 Purpose.CHAT, messages, account_id=plan.account_id, context=call_context,
-                tools=(*CHAT_TOOLS, *CHAT_EVENT_TOOLS), on_sent=on_sent,
+                tools=(*CHAT_TOOLS, *CHAT_EVENT_TOOLS), on_sent=on_sent, max_fallbacks=fallbacks_left,
             ) as reply:
                 async for delta in reply:
                     await gate.wait()
@@ -879,6 +881,7 @@ async def _run_turn(
                         refresh = asyncio.create_task(_refresh_knowledge(deps, plan, context, stream, outcome, gate))
                     _title_ready(title_task, stream, outcome, plan)
             result = reply.result
+            fallbacks_left -= int(result.usage.fallback_used)
             outcome.model = result.usage.model
             outcome.input_tokens += result.usage.input_tokens
             outcome.output_tokens += result.usage.output_tokens

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import uuid
@@ -378,17 +379,21 @@ class LLM:
         timeout_s: float | None = None,
         tools: Iterable[Tool | ToolDefinition] = (),
         on_sent: Callable[[], None] | None = None,
+        max_fallbacks: int | None = None,
     ) -> TextStream:
         """Stream the free-text answer as text deltas; see `TextStream` (arguments as for `structured`).
 
         Routing and budget errors are raised here, before anything is sent. A fallback happens only
         before the first delta reaches the caller. With `tools`, the model may also ask for tool calls:
         they are in `result.tool_calls`, not run. `on_sent` is called once the request is on its way
-        (`RequestParams.on_sent`; called again if a fallback model is asked).
+        (`RequestParams.on_sent`; called again if a fallback model is asked). `max_fallbacks` caps how many
+        times the route's chain moves on (default: down the whole chain).
         """
         model = self.model_for(purpose)
         history = as_messages(messages)
         params = self._params(max_tokens, timeout_s, tools=tuple(tools), on_sent=on_sent)
+        if max_fallbacks is not None:
+            params = dataclasses.replace(params, max_fallbacks=max_fallbacks)
         if budget is not None:
             budget.check(history, params.max_tokens or 0)
         return TextStream(self._stream(purpose, model, history, params, budget, account_id, context))

@@ -18,7 +18,8 @@ class FallbackModel(Model):
 
     A non-retryable error (bad request, bad key) is raised at once: another provider would hide a
     configuration mistake. A stream never falls back once a text delta has reached the caller, since the
-    caller would otherwise see two different answers spliced together.
+    caller would otherwise see two different answers spliced together. `RequestParams.max_fallbacks` caps how
+    far down the chain one call goes (a chat turn falls back at most once).
     """
 
     def __init__(self, models: Sequence[Model]) -> None:
@@ -27,10 +28,16 @@ class FallbackModel(Model):
         self.models = tuple(models)
         self.name = "fallback:" + ",".join(m.name for m in self.models)
 
+    def _chain(self, params: RequestParams) -> tuple[Model, ...]:
+        if params.max_fallbacks is None:
+            return self.models
+        return self.models[: max(params.max_fallbacks, 0) + 1]
+
     async def request(self, messages: Sequence[Message], params: RequestParams) -> Completion:
         errors: list[ProviderError] = []
-        last = len(self.models) - 1
-        for index, model in enumerate(self.models):
+        chain = self._chain(params)
+        last = len(chain) - 1
+        for index, model in enumerate(chain):
             try:
                 completion = await model.request(messages, params)
             except ProviderError as e:
@@ -38,9 +45,7 @@ class FallbackModel(Model):
                     raise
                 errors.append(e)
                 if index < last:
-                    logger.warning(
-                        "LLM %s failed (%s); falling back to %s", model.name, e.code, self.models[index + 1].name
-                    )
+                    logger.warning("LLM %s failed (%s); falling back to %s", model.name, e.code, chain[index + 1].name)
                 continue
             if index:
                 completion.fallback_used = True
@@ -51,8 +56,9 @@ class FallbackModel(Model):
         self, messages: Sequence[Message], params: RequestParams
     ) -> AsyncGenerator[StreamEvent, None]:
         errors: list[ProviderError] = []
-        last = len(self.models) - 1
-        for index, model in enumerate(self.models):
+        chain = self._chain(params)
+        last = len(chain) - 1
+        for index, model in enumerate(chain):
             streamed = False
             try:
                 async with aclosing(model.request_stream(messages, params)) as events:
@@ -68,7 +74,5 @@ class FallbackModel(Model):
                     raise
                 errors.append(e)
                 if index < last:
-                    logger.warning(
-                        "LLM %s failed (%s); falling back to %s", model.name, e.code, self.models[index + 1].name
-                    )
+                    logger.warning("LLM %s failed (%s); falling back to %s", model.name, e.code, chain[index + 1].name)
         raise AllModelsFailed(errors, model=self.name) from errors[-1]
