@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 import httpx
 import pytest
@@ -281,3 +281,27 @@ async def test_openai_stream_with_garbage_is_a_provider_error_not_a_crash() -> N
                 await client.close()
         assert received == ["Hi"]
         assert "streamed something that is not" in caught.value.detail
+
+
+async def test_on_sent_is_called_once_even_by_a_model_that_cannot_tell() -> None:
+    """A caller waiting for `on_sent` is never left waiting: at the latest the first event says it."""
+
+    class Silent(Model):
+        name = "test:silent"
+
+        async def request(self, messages: Sequence[Message], params: RequestParams) -> Completion:
+            raise NotImplementedError
+
+        async def request_stream(
+            self, messages: Sequence[Message], params: RequestParams
+        ) -> AsyncGenerator[str | Completion, None]:
+            yield "a"
+            yield "b"
+            yield Completion("ab", model_name=self.name)
+
+    calls: list[str] = []
+    async with LLM.for_model(Silent()) as llm, llm.stream("chat", "hi", account_id=None,
+                                                          on_sent=lambda: calls.append("sent")) as stream:
+        seen = [(delta, list(calls)) async for delta in stream]
+    assert seen == [("a", ["sent"]), ("b", ["sent"])]
+    assert calls == ["sent"]

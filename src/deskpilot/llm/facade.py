@@ -189,6 +189,18 @@ class TextStream:
         await self.aclose()
 
 
+def _once(callback: Callable[[], None]) -> Callable[[], None]:
+    called = False
+
+    def call() -> None:
+        nonlocal called
+        if not called:
+            called = True
+            callback()
+
+    return call
+
+
 class LLM:
     """One entry point for every LLM call of the application. Build it once and share it.
 
@@ -385,13 +397,13 @@ class LLM:
 
         Routing and budget errors are raised here, before anything is sent. A fallback happens only
         before the first delta reaches the caller. With `tools`, the model may also ask for tool calls:
-        they are in `result.tool_calls`, not run. `on_sent` is called once the request is on its way
-        (`RequestParams.on_sent`; called again if a fallback model is asked). `max_fallbacks` caps how many
-        times the route's chain moves on (default: down the whole chain).
+        they are in `result.tool_calls`, not run. `on_sent` is called once, when the request is written
+        (`RequestParams.on_sent`; OpenAI-compatible and test models tell) or at the latest with the first
+        event. `max_fallbacks` caps how many times the route's chain moves on (default: the whole chain).
         """
         model = self.model_for(purpose)
         history = as_messages(messages)
-        params = self._params(max_tokens, timeout_s, tools=tuple(tools), on_sent=on_sent)
+        params = self._params(max_tokens, timeout_s, tools=tuple(tools), on_sent=_once(on_sent) if on_sent else None)
         if max_fallbacks is not None:
             params = dataclasses.replace(params, max_fallbacks=max_fallbacks)
         if budget is not None:
@@ -583,6 +595,9 @@ class LLM:
         try:
             async with aclosing(model.request_stream(messages, params)) as events:
                 async for event in events:
+                    if params.on_sent is not None:
+                        # At the latest now: a model that cannot tell when its request was written says nothing.
+                        params.on_sent()
                     if isinstance(event, str):
                         parts.append(event)
                         yield event
