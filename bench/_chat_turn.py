@@ -22,6 +22,7 @@ from bench._chat_fake import CHAT_TOKENS, TITLE, TITLE_TOKENS, chat_reply, piece
 from bench._pilot_common import Phases, Tenant, as_row, count_statements, median, percentile, prepare
 from deskpilot.chat import effects
 from deskpilot.chat import service as chat
+from deskpilot.chat.context import ContextCache
 from deskpilot.chat.schemas import ChatCreate, MessageIn, TurnOut
 from deskpilot.chat.stream import TurnStreams
 from deskpilot.diagnosis import service as diagnosis
@@ -64,10 +65,11 @@ class ChunkedModel(FunctionModel):
 
 # (module, attribute, label): the functions a turn passes through, wrapped to time them without editing src/.
 PHASES = (
-    (chat, "send_message", "send_message: load, busy check, commit turn + 2 messages"),
-    (chat, "_read", "turn reads before the model: history, state (whole)"),
+    (chat, "send_message", "send_message: head read, prompt context (kept, else read), ask the model, commit turn + 2 "
+     "messages"),
+    (chat, "_read_in", "prompt context read (a missed ContextCache in send_message; the next turn's in finalize)"),
     (effects, "session_state", "  session_state (task lane, facts, active fix)"),
-    (chat, "_retrieve", "knowledge retrieval (first turn: before the model; later: while it answers)"),
+    (chat, "_retrieve", "knowledge retrieval (first turn: before the model; later: once the reply streams)"),
     (knowledge, "find_matches", "  knowledge.find_matches (flows)"),
     (similar, "find_similar", "  similar.find_similar"),
     (knowledge, "top_templates_for_prompt", "  knowledge.top_templates_for_prompt"),
@@ -83,7 +85,9 @@ class ChatTurns:
         self.db = db
         self.tenant = tenant
         llm = LLM.for_model(ChunkedModel(), recorder=SqlRecorder(db))
-        self.deps = chat.ChatDeps(database=db, llm=llm, streams=TurnStreams(), secrets=SecretBox([DEV_ENCRYPTION_KEY]))
+        # As the server's: the prompt context each turn leaves is kept per session version (ContextCache).
+        self.deps = chat.ChatDeps(database=db, llm=llm, streams=TurnStreams(), secrets=SecretBox([DEV_ENCRYPTION_KEY]),
+                                  contexts=ContextCache())
 
     async def new_chat(self) -> uuid.UUID:
         async with self.db.session(self.tenant.account_id) as session:
