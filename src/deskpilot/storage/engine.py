@@ -27,7 +27,9 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=5000")
+    # Short on purpose: a statement run on the event loop must not wait there; the connection's thread keeps
+    # trying for the URL's `timeout` instead (`storage.sqlite`).
+    cursor.execute(f"PRAGMA busy_timeout={sqlite.INLINE_BUSY_MS}")
     # Checkpoints normally run in the background (`Database.checkpoints`); a commit that crossed SQLite's default
     # of 1000 pages checkpointed on the request's path, a 5-8 ms stall (the Pilot turn's p99, bench_pilot). The
     # larger threshold is the backstop for processes that run no background checkpoints (CLI, tests).

@@ -4,6 +4,7 @@ one thread round trip."""
 from __future__ import annotations
 
 import sqlite3
+import time
 import weakref
 from collections.abc import Callable, Iterable
 from typing import Any, Final, TypeVar
@@ -89,14 +90,27 @@ class OneHopCursor:
 
 # The connections `creator` opened in this process and not yet closed: whether another one holds a transaction.
 _OPEN: weakref.WeakSet[OneHopConnection] = weakref.WeakSet()
-# While a statement runs on the event loop, SQLite waits at most this long for another process's lock; then the
-# statement goes to the connection's thread, which waits the connection's full busy timeout.
+# SQLite's own busy timeout on these connections: how long a statement on the event loop waits for another
+# process's lock before it goes to the connection's thread, which keeps trying for the connection's `timeout`.
 INLINE_BUSY_MS: Final = 5
+_RETRY_S: Final = 0.002
 _LOCKED: Final = ("locked", "busy")
 
 
-def _busy_timeout(conn: sqlite3.Connection, ms: int) -> None:
-    conn.execute(f"PRAGMA busy_timeout={int(ms)}").close()
+def _is_locked(error: sqlite3.OperationalError) -> bool:
+    return any(word in str(error) for word in _LOCKED)
+
+
+def _patiently(fn: Callable[..., T], conn: sqlite3.Connection, patience_s: float, *args: Any) -> T:
+    """In the connection's thread: `fn`, tried again while the database is locked, for up to `patience_s`."""
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return fn(conn, *args)
+        except sqlite3.OperationalError as e:
+            if not _is_locked(e) or time.monotonic() >= deadline:
+                raise
+        time.sleep(_RETRY_S)
 
 
 class OneHopConnection(aiosqlite.Connection):
@@ -107,14 +121,15 @@ class OneHopConnection(aiosqlite.Connection):
     to the switch interval each time: measured, a 0.3 ms batch took 1.4-3.9 ms while the loop parsed a model's
     reply). So when no other connection of this process holds a transaction, the work runs right on the event
     loop: in WAL mode a reader never waits, and a writer can only wait for another process, for at most
-    `INLINE_BUSY_MS`, after which it goes to the thread. With another connection of this process inside a
-    transaction, it goes to the thread: that holder needs the event loop to finish, so waiting on the loop for
-    its lock would deadlock.
+    `INLINE_BUSY_MS` (SQLite's busy timeout on these connections), after which it goes to the thread. With
+    another connection of this process inside a transaction, it goes to the thread: that holder needs the event
+    loop to finish, so waiting on the loop for its lock would deadlock. In the thread a locked database is tried
+    again for up to `patience_s` (the connection's `timeout`).
     """
 
-    def __init__(self, connector: Callable[[], sqlite3.Connection], iter_chunk_size: int, busy_ms: int) -> None:
+    def __init__(self, connector: Callable[[], sqlite3.Connection], iter_chunk_size: int, patience_s: float) -> None:
         super().__init__(connector, iter_chunk_size)
-        self._busy_ms = busy_ms
+        self._patience_s = patience_s
         _OPEN.add(self)
 
     def cursor(self) -> OneHopCursor:  # type: ignore[override]  # SQLAlchemy enters it with `async with`/await
@@ -153,16 +168,12 @@ class OneHopConnection(aiosqlite.Connection):
         is what each of its own methods uses (pinned in uv.lock).
         """
         if self._may_inline():
-            conn = self._conn
-            _busy_timeout(conn, INLINE_BUSY_MS)
             try:
-                return fn(conn, *args)
+                return fn(self._conn, *args)
             except sqlite3.OperationalError as e:
-                if not any(word in str(e) for word in _LOCKED):
+                if not _is_locked(e):
                     raise
-            finally:
-                _busy_timeout(conn, self._busy_ms)
-        result: T = await self._execute(fn, self._conn, *args)  # type: ignore[no-untyped-call]
+        result: T = await self._execute(_patiently, fn, self._conn, self._patience_s, *args)  # type: ignore[no-untyped-call]
         return result
 
 
@@ -180,15 +191,16 @@ def creator(url: str) -> Callable[[], OneHopConnection]:
     database = str(args[0])
 
     # Used from the event loop's thread and the connection's own, never both at once (each step is awaited).
-    connect_options: dict[str, Any] = {**options, "check_same_thread": False}
-    busy_ms = int(float(connect_options.get("timeout", 5.0)) * 1000)
+    # The wait for a lock is the thread's (`_patiently`, the URL's `timeout`); SQLite's own stays short.
+    patience_s = float(options.get("timeout", 5.0))
+    connect_options: dict[str, Any] = {**options, "check_same_thread": False, "timeout": INLINE_BUSY_MS / 1000}
 
     def connect() -> OneHopConnection:
         def connector() -> sqlite3.Connection:
             connection: sqlite3.Connection = sqlite3.connect(database, **connect_options)
             return connection
 
-        connection = OneHopConnection(connector, 64, busy_ms)
+        connection = OneHopConnection(connector, 64, patience_s)
         # As the dialect does for aiosqlite's own connections: a forgotten connection must not keep the process up.
         connection._thread.daemon = True
         return connection
