@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import uuid
 from collections.abc import AsyncIterator
 
@@ -128,3 +129,25 @@ async def test_another_account_cannot_send_to_a_chat_even_with_its_context_kept(
 
     problem(other, 404, "chat_session_not_found")
     assert len(chat.model.seen) == asked
+
+
+async def test_marking_a_sibling_branch_reaches_the_next_prompt(chat: ChatApp) -> None:
+    """UC-022: sibling summaries are in a branch's prompt, so a branch marked between turns moves the version."""
+    chat_id = await chat.new_chat()
+    options = [{"label": "Switch port"}, {"label": "NIC driver"}]
+    chat.model.add('Two ideas.\n[FORK]\n{"fork_reason": "both fit", "options": ' + json.dumps(options) + "}\n[/FORK]")
+    fork = next(p["data"] for p in (await chat.send(chat_id, "Link flaps"))["parts"] if p["type"] == "data-fork")
+    port_id, nic_id = (b["branch_id"] for b in fork["branches"])
+    engineer = chat.a.headers(Role.ENGINEER)
+    assert (await chat.http.post(f"{API}/chats/{chat_id}/branches/{port_id}/switch", headers=engineer)).is_success
+    chat.model.add("On the port.", "Still the port.")
+    await chat.send(chat_id, "CRC errors")
+    before = await _version(chat, chat_id)
+    marked = await chat.http.post(f"{API}/chats/{chat_id}/branches/{nic_id}/mark", json={"status": "dead_end"},
+                                  headers=engineer)
+    assert marked.is_success, marked.text
+    assert await _version(chat, chat_id) > before
+
+    await chat.send(chat_id, "What now?")
+
+    assert "dead end" in chat.model.seen[-1][0].content.lower()

@@ -165,6 +165,12 @@ async def list_chats(db: AsyncSession, caller: Caller, *, limit: int = 50) -> li
     return [session_out(s) for s in rows]
 
 
+def _touch(session: PilotSession) -> None:
+    """A branch's status or findings are in the prompt (sibling summaries, revival evidence): updating the session
+    row bumps its `state_version`, so no kept prompt context (`ContextCache`) outlives the change."""
+    session.updated_at = utcnow()
+
+
 async def _active_branch(db: AsyncSession, session: PilotSession) -> SessionBranch | None:
     if not session.is_branching or session.active_branch_id is None:
         return None
@@ -311,6 +317,7 @@ async def switch_branch(
     if target.status == "untried":
         target.status = "active"
     session.active_branch_id = target.id
+    _touch(session)
     await db.commit()
     return branching.build_tree(await branching.load_branches(db, session.id), session.active_branch_id)
 
@@ -330,6 +337,7 @@ async def mark_branch(
         if move_to is not None:
             move_to.status = "active" if move_to.status == "untried" else move_to.status
             session.active_branch_id = move_to.id
+    _touch(session)
     await db.commit()
     return branching.build_tree(await branching.load_branches(db, session.id), session.active_branch_id)
 
@@ -346,6 +354,7 @@ async def revive_branch(
     target.status = "revived"
     target.findings = branching.with_finding(target.findings, f"New evidence: {evidence.strip()}"[:300])
     session.active_branch_id = target.id
+    _touch(session)
     await db.commit()
     return branching.build_tree(await branching.load_branches(db, session.id), session.active_branch_id)
 
