@@ -6,17 +6,22 @@ import asyncio
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
 
 from deskpilot.chat.models import ChatTurn
+from deskpilot.chat.service import STALE_TURN
 from deskpilot.identity.models import Role
 from deskpilot.llm import Message
 from deskpilot.pilot.models import PilotSession, SessionMessage
 from deskpilot.settings import Settings
+from deskpilot.storage import utcnow
 from tests.api.chat_support import API, ChatApp, chat_app
 from tests.api.test_pilot_support import problem
+from tests.conftest import make_settings
 
 
 @pytest.fixture
@@ -151,3 +156,37 @@ async def test_marking_a_sibling_branch_reaches_the_next_prompt(chat: ChatApp) -
     await chat.send(chat_id, "What now?")
 
     assert "dead end" in chat.model.seen[-1][0].content.lower()
+
+
+async def test_a_running_turn_of_another_process_is_thread_busy_and_a_stale_one_is_closed(
+    migrated_database_url: str, tmp_path: Path
+) -> None:
+    """SS-043 on both databases: the partial unique index refuses the second running turn (409, not a 500 on
+    PostgreSQL's aborted transaction); one nobody streams that is older than STALE_TURN is closed instead."""
+    settings = make_settings(tmp_path, database={"url": migrated_database_url})
+    async with chat_app(settings) as chat:
+        chat_id = uuid.UUID(await chat.new_chat())
+
+        async def running(started: datetime) -> uuid.UUID:
+            async with chat.state.db.session(chat.a.account_id) as db:
+                turn = ChatTurn(id=uuid.uuid4(), account_id=chat.a.account_id, session_id=chat_id,
+                                user_id=chat.a.users[Role.ENGINEER], status="running", parts=[], started_at=started)
+                db.add(turn)
+                await db.commit()
+                return turn.id
+
+        fresh = await running(utcnow())
+        busy = await chat.http.post(f"{API}/sessions/{chat_id}/messages", json={"text": "hello"},
+                                    headers=chat.a.headers(Role.ENGINEER))
+        problem(busy, 409, "THREAD_BUSY")
+        async with chat.state.db.session(chat.a.account_id) as db:
+            await db.execute(update(ChatTurn).where(ChatTurn.id == fresh).values(
+                started_at=utcnow() - STALE_TURN - timedelta(minutes=1)))
+            await db.commit()
+        chat.model.add("Back on track.")
+        sent = await chat.send(str(chat_id), "hello again")
+        assert sent["status"] == "complete"
+        async with chat.state.db.session(chat.a.account_id) as db:
+            stale = await db.get(ChatTurn, fresh)
+            assert stale is not None
+            assert (stale.status, stale.error_code) == ("interrupted", "TURN_ABANDONED")
