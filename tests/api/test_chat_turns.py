@@ -466,3 +466,20 @@ async def test_the_sessions_lifecycle_routes_serve_chats_too(chat: ChatApp) -> N
     # Another account sees nothing.
     problem(await chat.http.post(f"{API}/sessions/{other}/pause", headers=chat.b.headers(Role.OWNER)), 404,
             "session_not_found")
+
+
+async def test_a_chat_can_be_renamed_and_keeps_the_engineers_title_over_a_generated_one(chat: ChatApp) -> None:
+    chat_id = await chat.new_chat()
+    engineer = chat.a.headers(Role.ENGINEER)
+    renamed = await chat.http.patch(f"{API}/chats/{chat_id}", json={"title": "  VPN   drops  "}, headers=engineer)
+    assert (renamed.status_code, renamed.json()["title"]) == (200, "VPN drops")
+    chat.model.add("Let's look.")
+    await chat.send(chat_id, "Client laptops drop the VPN")  # the model also proposes a title on a first turn
+    assert (await chat.detail(chat_id))["session"]["title"] == "VPN drops"
+    for bad in ({"title": ""}, {"title": "   "}, {"title": "x" * 101}, {"title": "ok", "extra": 1}):
+        problem(await chat.http.patch(f"{API}/chats/{chat_id}", json=bad, headers=engineer), 422,
+                "validation_failed")
+    problem(await chat.http.patch(f"{API}/chats/{chat_id}", json={"title": "Mine"},
+                                  headers=chat.b.headers(Role.OWNER)), 404, "chat_session_not_found")
+    assert (await chat.http.patch(f"{API}/chats/{chat_id}", json={"title": "Mine"},
+                                  headers=chat.a.headers(Role.VIEWER))).status_code == 403

@@ -385,3 +385,17 @@ async def test_the_page_carries_the_branch_tree_and_shows_the_active_branchs_con
     assert "Two causes fit equally well." in page
     assert "Port 12 shows CRC errors." not in page
     assert page.count('class="chat-msg chat-user"') == 1
+
+
+async def test_a_chat_is_renamed_from_its_page(client: httpx.AsyncClient, tenant_a: Tenant) -> None:
+    csrf = await login(client, Role.ENGINEER)
+    chat_id = await new_chat(client, csrf)
+    page = (await client.get(f"/chat/{chat_id}")).text
+    assert f'action="/chat/{chat_id}/rename"' in page
+    done = await client.post(f"/chat/{chat_id}/rename", data={"csrf_token": csrf, "title": "Printer <queue>"})
+    assert done.status_code == 303
+    page = (await client.get(done.headers["location"])).text
+    assert '<h1 id="chat-title">Printer &lt;queue&gt;</h1>' in page
+    assert "Chat renamed." in page
+    refused = await client.post(f"/chat/{chat_id}/rename", data={"csrf_token": csrf, "title": " "})
+    assert refused.status_code == 422

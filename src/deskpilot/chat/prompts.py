@@ -143,11 +143,14 @@ def clean_title(raw: str) -> str | None:
     return line
 
 
+NEW_CHAT_TITLE: Final = "New Chat"
+
+
 def fallback_title(first_message: str) -> str:
     """UC-002's title before (or without) the model's: the first words of the message, or "New Chat"."""
     words = " ".join(first_message.split())
     if not words:
-        return "New Chat"
+        return NEW_CHAT_TITLE
     if len(words) <= 60:
         return words
     cut = words[:60].rsplit(" ", 1)[0]

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from deskpilot.approvals.schemas import ResumeDecision
 
@@ -25,6 +25,22 @@ class ImageIn(BaseModel):
 
     media_type: ImageMediaType
     data: str = Field(min_length=1, max_length=7_000_000)
+
+
+class ChatRename(BaseModel):
+    """A chat's new title (the engineer's words win over the generated one from then on)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    title: str = Field(min_length=1, max_length=100)
+
+    @field_validator("title")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        title = " ".join(value.split())
+        if not title:
+            raise ValueError("a title needs a word")
+        return title
 
 
 class ChatCreate(BaseModel):

@@ -41,6 +41,7 @@ from deskpilot.chat.schemas import (
     ChatCreate,
     ChatDetail,
     ChatMessageOut,
+    ChatRename,
     ChatSessionOut,
     MessageIn,
     ResumeIn,
@@ -145,7 +146,8 @@ async def create_chat(db: AsyncSession, caller: Caller, request: ChatCreate) -> 
     session = PilotSession(
         id=uuid.uuid4(), account_id=caller.account_id, kind=CHAT, user_id=caller.user_id, team_id=caller.team_id,
         client_id=request.client_id, status=SessionStatus.ACTIVE, intake_type="free_text", intake={},
-        title=(request.title or "").strip() or "New Chat", confidence_tier="discovery", confidence_score=0.0,
+        title=(request.title or "").strip() or prompts.NEW_CHAT_TITLE, confidence_tier="discovery",
+        confidence_score=0.0,
     )
     db.add(session)
     await db.commit()
@@ -205,6 +207,14 @@ async def get_chat(db: AsyncSession, caller: Caller, session_id: uuid.UUID) -> C
         if m.role in ("user", "assistant")
     ]
     return ChatDetail(session=session_out(session), messages=messages, last_turn=turn_out(last) if last else None)
+
+
+async def rename(db: AsyncSession, caller: Caller, session_id: uuid.UUID, request: ChatRename) -> ChatSessionOut:
+    """Give the chat the engineer's title; a title still being generated for the first turn no longer replaces it."""
+    session = await load_chat(db, caller, session_id)
+    session.title = request.title
+    await db.commit()
+    return session_out(session)
 
 
 # --- lifecycle ----------------------------------------------------------------------------------
@@ -591,7 +601,7 @@ def _turn_writes(caller: Caller, head: Row[Any], turn: ChatTurn, plan: TurnPlan,
     if head.status == SessionStatus.PAUSED:
         changes["status"] = SessionStatus.ACTIVE.value
     if plan.first_turn:
-        if head.title in (None, "", "New Chat"):
+        if head.title in (None, "", prompts.NEW_CHAT_TITLE):
             changes["title"] = prompts.fallback_title(text)
         if text and not head.problem_summary:  # an images-only first message says nothing to repeat
             changes["problem_summary"] = prompts.fallback_title(text)[:200]
@@ -998,7 +1008,8 @@ async def _store(db: AsyncSession, deps: ChatDeps, plan: TurnPlan, outcome: _Out
         assistant.content = parse_reply(outcome.raw).visible if outcome.raw else ""
     usage = {"input_tokens": outcome.input_tokens, "output_tokens": outcome.output_tokens, "model": outcome.model}
     outcome.parts.append(frames.data_part("token-usage", usage))
-    if outcome.title:
+    # The generated title replaces only the first message's stand-in, never a title the engineer gave meanwhile.
+    if outcome.title and session.title in (None, "", prompts.NEW_CHAT_TITLE, prompts.fallback_title(plan.text)):
         session.title = outcome.title
     if outcome.knowledge is not None:
         snippets, suggested = outcome.knowledge

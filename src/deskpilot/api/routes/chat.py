@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 from deskpilot.api.deps import EngineerDep, PrincipalDep, SessionDep, StateDep, pilot_caller
 from deskpilot.api.state import AppState
 from deskpilot.chat import service
-from deskpilot.chat.schemas import ChatCreate, ChatDetail, ChatSessionOut, MessageIn, ResumeIn, TurnOut
+from deskpilot.chat.schemas import ChatCreate, ChatDetail, ChatRename, ChatSessionOut, MessageIn, ResumeIn, TurnOut
 from deskpilot.chat.service import ChatDeps
 from deskpilot.chat.stream import STREAM_HEADERS, TurnStream
 from deskpilot.pilot import service as pilot_service
@@ -68,6 +68,14 @@ async def list_chats(
 async def get_chat(session_id: uuid.UUID, principal: PrincipalDep, session: SessionDep) -> ChatDetail:
     """The chat, its active branch's messages and its last turn."""
     return await service.get_chat(session, pilot_caller(principal), session_id)
+
+
+@router.patch("/chats/{session_id}")
+async def rename_chat(
+    session_id: uuid.UUID, body: ChatRename, principal: EngineerDep, session: SessionDep
+) -> ChatSessionOut:
+    """Rename a chat (1-100 characters); the engineer's title is kept over a generated one."""
+    return await service.rename(session, pilot_caller(principal), session_id, body)
 
 
 @router.get("/chats/{session_id}/branches")

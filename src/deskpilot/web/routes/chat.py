@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any, Final, Literal
+from typing import Annotated, Any, Final, Literal
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Form
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import ValidationError
 
 from deskpilot.api.deps import pilot_caller
 from deskpilot.chat import service
-from deskpilot.chat.schemas import ChatCreate, ChatDetail, TurnOut
+from deskpilot.chat.schemas import ChatCreate, ChatDetail, ChatRename, TurnOut
 from deskpilot.diagnosis import service as diagnosis
 from deskpilot.errors import DeskpilotError, NotFound, PermissionDenied
 from deskpilot.identity.models import Role
@@ -41,6 +42,7 @@ DONE: Final[Mapping[str, str]] = {
     "paused": "Chat paused. Send a message or resume it to continue.",
     "resumed": "Chat resumed.",
     "resolved": "Chat resolved. The active suggested fix was marked as the one that worked.",
+    "renamed": "Chat renamed.",
 }
 # Data parts of the last turn that the page shows again after a reload.
 _KEPT_PARTS: Final = ("suggested-flows", "token-usage", "fork")
@@ -220,6 +222,26 @@ async def _lifecycle(console: Console, session_id: uuid.UUID, action: Action, do
             back_label="Back to the chat",
         )
     return RedirectResponse(f"/chat/{session_id}?done={done}", status_code=303)
+
+
+@router.post("/{session_id}/rename")
+async def submit_rename(
+    console: ConsoleDep, session_id: uuid.UUID, title: Annotated[str, Form(max_length=400)] = ""
+) -> Response:
+    console.require(Role.ENGINEER)
+    try:
+        request = ChatRename(title=title)
+    except ValidationError:
+        return await render(
+            console, "error.html", active="chat", status_code=422, title="Not renamed",
+            message="A chat title is 1 to 100 characters.", back_href=f"/chat/{session_id}",
+            back_label="Back to the chat",
+        )
+    try:
+        await service.rename(console.session, pilot_caller(console.principal), session_id, request)
+    except (NotFound, PermissionDenied) as e:
+        return await _error_page(console, e)
+    return RedirectResponse(f"/chat/{session_id}?done=renamed", status_code=303)
 
 
 @router.post("/{session_id}/pause")
