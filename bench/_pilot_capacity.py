@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import json
 import os
 import re
 import resource
@@ -16,7 +17,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import httpx
 
 from bench._pilot_common import INTAKE, RESPONSE, Tenant, as_row, median, percentile, prepare
@@ -164,12 +167,12 @@ class Level:
     samples: dict[str, str] = field(default_factory=dict)
     cpu_ms: dict[str, float] = field(default_factory=dict)
 
-    def failed(self, what: str, reply: httpx.Response) -> None:
-        key = f"{what} {reply.status_code}"
+    def failed(self, what: str, status: int, text: str) -> None:
+        key = f"{what} {status}"
         self.errors[key] += 1
-        self.samples.setdefault(key, reply.text[:400])
+        self.samples.setdefault(key, text[:400])
 
-    def broke(self, what: str, error: httpx.TransportError) -> None:
+    def broke(self, what: str, error: Exception) -> None:
         """A request that got no answer at all (the connection dropped): counted as an error, not a crash."""
         key = f"{what} {type(error).__name__}"
         self.errors[key] += 1
@@ -196,41 +199,47 @@ class Open:
     step_id: str
 
 
-async def _turns(client: httpx.AsyncClient, level: Level, session: Open) -> None:
+async def _post(client: aiohttp.ClientSession, path: str, body: dict[str, Any]) -> tuple[int, bytes]:
+    async with client.post(path, json=body) as reply:
+        return reply.status, await reply.read()
+
+
+async def _turns(client: aiohttp.ClientSession, level: Level, session: Open) -> None:
     for _ in range(level.turns):
         answer = {**RESPONSE.model_dump(mode="json", exclude_defaults=True), "step_id": session.step_id}
         started = time.perf_counter()
         try:
-            reply = await client.post(f"/api/v1/sessions/{session.session_id}/responses", json=answer)
-        except httpx.TransportError as e:
+            status, content = await _post(client, f"/api/v1/sessions/{session.session_id}/responses", answer)
+        except aiohttp.ClientError as e:
             level.broke("respond", e)
             return
-        if reply.status_code != 200:
-            level.failed("respond", reply)
+        if status != 200:
+            level.failed("respond", status, content.decode(errors="replace"))
             return
         level.turn_ms.append((time.perf_counter() - started) * 1000.0)
-        session.step_id = reply.json()["next_step"]["step_id"]
+        session.step_id = json.loads(content)["next_step"]["step_id"]
 
 
-async def _session(client: httpx.AsyncClient, level: Level) -> None:
+async def _session(client: aiohttp.ClientSession, level: Level) -> None:
     started = time.perf_counter()
     try:
-        reply = await client.post("/api/v1/sessions", json=INTAKE.model_dump(mode="json", exclude_defaults=True))
-    except httpx.TransportError as e:
+        status, content = await _post(client, "/api/v1/sessions", INTAKE.model_dump(mode="json", exclude_defaults=True))
+    except aiohttp.ClientError as e:
         level.broke("start", e)
         return
-    if reply.status_code != 201:
-        level.failed("start", reply)
+    if status != 201:
+        level.failed("start", status, content.decode(errors="replace"))
         return
     level.start_ms.append((time.perf_counter() - started) * 1000.0)
-    body = reply.json()
+    body = json.loads(content)
     await _turns(client, level, Open(body["session_id"], body["first_step"]["step_id"]))
 
 
 class Load:
-    """The load generator: one pooled httpx client, CPU accounting of the three processes per level."""
+    """The load generator: one aiohttp session (a lean client: its CPU shares the 2 cores with the server), CPU
+    accounting of the three processes per level."""
 
-    def __init__(self, client: httpx.AsyncClient, pids: dict[str, int | None]) -> None:
+    def __init__(self, client: aiohttp.ClientSession, pids: dict[str, int | None]) -> None:
         self.client = client
         self.pids = pids
 
@@ -269,12 +278,15 @@ async def _measure(tmp: Path, levels: tuple[int, ...], turns: int, delay_s: floa
     tenant = await prepare(db)
     whole: list[Level] = []
     turns_only: list[Level] = []
-    limits = httpx.Limits(max_connections=max(levels) + 16, max_keepalive_connections=max(levels) + 16)
+    connector_limit = max(levels) + 16
     headers = {"Authorization": f"Bearer {tenant.token}"}
     try:
         with _fake_model(tmp, delay_s) as fake, _server(tmp, url, fake.url) as (base, pid):
             fake.wait_ready()
-            async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=300) as client:
+            async with aiohttp.ClientSession(
+                base_url=base, headers=headers, timeout=aiohttp.ClientTimeout(total=300),
+                connector=aiohttp.TCPConnector(limit=connector_limit, keepalive_timeout=120),
+            ) as client:
                 load = Load(client, {"server": pid, "fake model": fake.process.pid, "load generator": None})
                 await load.run(Level(min(WARMUP_SESSIONS, *levels), 1, started=True, delay_s=delay_s), [])
                 for sessions in levels:
