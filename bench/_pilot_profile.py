@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import aiosqlite.core
 
 from bench._pilot_common import INTAKE, RESPONSE, Phases, median, prepare, scripted_reply
@@ -154,7 +155,6 @@ def by_package(stats: pstats.Stats, requests: int) -> None:
 
 
 async def profile_http(sessions: int) -> None:
-    import httpx
 
     from bench import _pilot_capacity as capacity
 
@@ -170,9 +170,11 @@ async def profile_http(sessions: int) -> None:
             capacity._server(folder, url, fake.url, launcher=launcher) as (base, pid),
         ):
             fake.wait_ready()
-            limits = httpx.Limits(max_connections=sessions + 16, max_keepalive_connections=sessions + 16)
             headers = {"Authorization": f"Bearer {tenant.token}"}
-            async with httpx.AsyncClient(base_url=base, headers=headers, limits=limits, timeout=300) as client:
+            async with aiohttp.ClientSession(
+                base_url=base, headers=headers, timeout=aiohttp.ClientTimeout(total=300),
+                connector=aiohttp.TCPConnector(limit=sessions + 16, keepalive_timeout=120),
+            ) as client:
                 load = capacity.Load(client, {"server": pid})
                 await load.run(capacity.Level(5, 1, started=True, delay_s=1.0), [])
                 existing = await capacity._start_here(db, tenant, sessions)
