@@ -6,7 +6,6 @@ import socket
 
 import anthropic
 import httpx
-import openai
 import pytest
 
 from deskpilot.errors import UpstreamError
@@ -95,7 +94,7 @@ async def test_not_retryable_errors_do_not_fall_back(
     assert caught.value.status_code == 400
     assert caught.value.retryable is False
     assert anthropic_server.requests == []
-    assert isinstance(caught.value.__cause__, openai.BadRequestError)
+    assert "unknown parameter" in caught.value.detail
 
 
 async def test_every_model_failing_raises_all_models_failed(
@@ -113,6 +112,7 @@ async def test_every_model_failing_raises_all_models_failed(
 
 
 async def test_openai_errors_are_translated(openai_server: FakeOpenAIServer, http: httpx.AsyncClient) -> None:
+    """The HTTP status of a refused call maps as the SDK's errors did (key, rate limit with Retry-After)."""
     model = OpenAIModel(
         "gpt-4o-mini",
         make_openai_client(api_key="wrong", base_url=openai_server.base_url, timeout_s=5, http_client=http),
@@ -120,7 +120,7 @@ async def test_openai_errors_are_translated(openai_server: FakeOpenAIServer, htt
     with pytest.raises(ProviderRejected) as caught:
         await model.request([Message.user("hi")], RequestParams())
     assert caught.value.status_code == 401
-    assert isinstance(caught.value.__cause__, openai.AuthenticationError)
+    assert "Incorrect API key" in caught.value.detail
     assert "wrong" not in caught.value.detail
 
     good = OpenAIModel(
@@ -131,7 +131,6 @@ async def test_openai_errors_are_translated(openai_server: FakeOpenAIServer, htt
     with pytest.raises(ProviderRateLimited) as limited:
         await good.request([Message.user("hi")], RequestParams())
     assert limited.value.retry_after_s == 2.0
-    assert isinstance(limited.value.__cause__, openai.RateLimitError)
 
 
 async def test_anthropic_errors_are_translated(anthropic_server: FakeAnthropicServer, http: httpx.AsyncClient) -> None:

@@ -90,7 +90,7 @@ async def test_openai_streamed_tool_call_deltas_are_assembled(
     try:
         events = [event async for event in model.request_stream([Message.user("ticket 4711")], RequestParams())]
     finally:
-        await model.streams.aclose()
+        await model.http.aclose()
 
     final = events[-1]
     assert isinstance(final, Completion)
@@ -221,7 +221,7 @@ async def _openai_events(base_url: str, http: httpx.AsyncClient, *, timeout_s: f
     try:
         return [event async for event in model.request_stream([Message.user("hello")], RequestParams())]
     finally:
-        await model.streams.aclose()
+        await model.http.aclose()
 
 
 async def test_openai_stream_refused_maps_like_the_sdk(
@@ -277,7 +277,7 @@ async def test_openai_stream_with_garbage_is_a_provider_error_not_a_crash() -> N
                 with pytest.raises(ProviderError) as caught:
                     await read()
             finally:
-                await model.streams.aclose()
+                await model.http.aclose()
                 await client.close()
         assert received == ["Hi"]
         assert "streamed something that is not" in caught.value.detail

@@ -12,7 +12,6 @@ import aiohttp
 import httpx
 import openai
 from openai import AsyncOpenAI
-from openai.types.chat import ChatCompletion
 
 from deskpilot.llm.base import Model
 from deskpilot.llm.errors import (
@@ -23,7 +22,7 @@ from deskpilot.llm.errors import (
     parse_retry_after,
 )
 from deskpilot.llm.messages import Completion, Message, RequestParams, StreamEvent, ToolCall
-from deskpilot.llm.stream_http import StreamSession
+from deskpilot.llm.provider_http import ProviderSession
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 # Local servers (Ollama, llama.cpp, LM Studio, vLLM) need no key, but the SDK insists on one.
@@ -89,10 +88,11 @@ class OpenAIModel(Model):
     Structured output uses `response_format={"type": "json_schema", ...}`. OpenAI itself takes
     `max_completion_tokens`; other servers get the older, widely supported `max_tokens` unless told otherwise.
 
-    The body is built here in wire format and sent with the SDK's documented low-level `post()` (the way the
-    SDK itself ends `chat.completions.create()`), so the SDK still does auth, headers, error mapping,
-    response parsing and SSE, but skips re-walking our already-plain JSON (messages, schema) through its
-    TypedDict transform on every call: that walk was most of the SDK's per-call CPU (see bench/bench_llm.py).
+    The SDK client gives the endpoint, the key and its headers; the body is built here in wire format and sent
+    over aiohttp (`ProviderSession`), answers read as `chat.completion` JSON or `chat.completion.chunk` events.
+    The SDK's own request path (its TypedDict transform, httpx, a pydantic model per answer and per chunk) was
+    most of a call's CPU (bench/bench_llm.py, bench/bench_chat.py). Errors map as the SDK's did: the HTTP status
+    (with Retry-After), timeouts, connection errors, error events, and answers that do not fit the API.
     """
 
     def __init__(
@@ -102,57 +102,40 @@ class OpenAIModel(Model):
         *,
         provider: str = "openai",
         max_tokens_param: MaxTokensParam | None = None,
-        streams: StreamSession | None = None,
+        http: ProviderSession | None = None,
     ) -> None:
         self.model_name = model_name
         self.name = f"{provider}:{model_name}"
         self.client = client
-        self._post = client.post
         self._default_timeout = client.timeout
         self._max_tokens_param = max_tokens_param or default_max_tokens_param(str(client.base_url))
-        # Streams go out with the SDK client's URL and headers, over `streams` (aiohttp).
-        self.streams = streams or StreamSession(timeout_s=_seconds(client.timeout))
-        self._stream_url = str(client.base_url).rstrip("/") + CHAT_COMPLETIONS
+        # Calls go out with the SDK client's URL and headers (its auth included), over `http` (aiohttp).
+        self.http = http or ProviderSession(timeout_s=_seconds(client.timeout))
+        self._url = str(client.base_url).rstrip("/") + CHAT_COMPLETIONS
         headers = {k: v for k, v in client.default_headers.items() if isinstance(v, str)}
-        self._stream_headers = {**headers, **client.auth_headers, "Accept": "text/event-stream"}
+        self._json_headers = {**headers, **client.auth_headers, "Accept": "application/json"}
+        self._stream_headers = {**self._json_headers, "Accept": "text/event-stream"}
 
     async def request(self, messages: Sequence[Message], params: RequestParams) -> Completion:
+        """One answer, as JSON over aiohttp (`ProviderSession`): the SDK's request and response handling was five
+        times the CPU of the call itself, a visible share of a turn's. Same URL, headers, key and body."""
         body, options = self._request(messages, params)
+        payload = json.dumps(body, ensure_ascii=False).encode()
         try:
-            response: ChatCompletion = await self._post(
-                CHAT_COMPLETIONS, cast_to=ChatCompletion, body=body, options=options
-            )
-        except (openai.OpenAIError, httpx.HTTPError) as e:
-            raise _translate(e, self.name) from e
-        text = ""
-        tool_calls: tuple[ToolCall, ...] = ()
-        finish_reason: str | None = None
-        if response.choices:
-            choice = response.choices[0]
-            finish_reason = choice.finish_reason
-            message = choice.message
-            text = message.content or message.refusal or ""
-            if message.tool_calls:
-                tool_calls = tuple(
-                    ToolCall(c.id, c.function.name, c.function.arguments)
-                    for c in message.tool_calls
-                    if c.type == "function"
-                )
-        usage = response.usage
-        return Completion(
-            text=text,
-            tool_calls=tool_calls,
-            input_tokens=usage.prompt_tokens if usage else 0,
-            output_tokens=usage.completion_tokens if usage else 0,
-            model_name=self.name,
-            response_model=response.model,
-            finish_reason=finish_reason,
-        )
+            async with self.http.post(
+                self._url, payload, self._json_headers, timeout_s=options.get("timeout"), on_sent=params.on_sent
+            ) as response:
+                status, headers, content = response.status, response.headers, await response.read()
+        except (aiohttp.ClientError, TimeoutError, ValueError) as e:
+            raise _transport_error(e, self.name) from e
+        if status >= 400:
+            raise _status_error(status, content, headers, self.name)
+        return _completion(content, self.name)
 
     async def request_stream(
         self, messages: Sequence[Message], params: RequestParams
     ) -> AsyncGenerator[StreamEvent, None]:
-        """The streamed answer, read in the API's own SSE wire format over aiohttp (`StreamSession`).
+        """The streamed answer, read in the API's own SSE wire format over aiohttp (`ProviderSession`).
 
         The SDK's stream builds a pydantic chunk model per event and goes through httpx; together that was most
         of the server's time before the first token (bench/bench_chat.py). The request is the SDK's (URL,
@@ -164,8 +147,8 @@ class OpenAIModel(Model):
         payload = json.dumps(body, ensure_ascii=False).encode()
         state = _StreamState()
         try:
-            async with self.streams.post(
-                self._stream_url, payload, self._stream_headers, timeout_s=options.get("timeout"),
+            async with self.http.post(
+                self._url, payload, self._stream_headers, timeout_s=options.get("timeout"),
                 on_sent=params.on_sent,
             ) as response:
                 if response.status >= 400:
@@ -180,7 +163,7 @@ class OpenAIModel(Model):
                     if text:
                         yield text
         except (aiohttp.ClientError, TimeoutError, ValueError) as e:
-            raise _stream_error(e, self.name) from e
+            raise _transport_error(e, self.name) from e
         yield Completion(
             text="".join(state.parts),
             tool_calls=tuple(ToolCall(*state.calls[i]) for i in sorted(state.calls)),
@@ -327,8 +310,44 @@ def _status_error(status: int, content: bytes, headers: Mapping[str, str], model
     return error_for_status(status, f"{model}: Error code: {status} - {detail}", model=model, retry_after_s=retry_after)
 
 
-def _stream_error(error: Exception, model: str) -> ProviderError:
-    """Our error for what aiohttp raised while a stream was asked for or read."""
+def _completion(content: bytes, model: str) -> Completion:
+    """A chat.completion answer as a Completion; an answer that does not fit the API is a ProviderError."""
+    try:
+        data = json.loads(content)
+        choices = data.get("choices") or []
+        usage = data.get("usage") or {}
+        text: object = ""
+        finish_reason: str | None = None
+        calls: tuple[ToolCall, ...] = ()
+        if choices:
+            choice = choices[0]
+            finish_reason = choice.get("finish_reason")
+            message = choice.get("message") or {}
+            text = message.get("content") or message.get("refusal") or ""
+            calls = tuple(
+                ToolCall(str(c["id"]), str(c["function"]["name"]), str(c["function"]["arguments"]))
+                for c in message.get("tool_calls") or ()
+                if c.get("type", "function") == "function"
+            )
+        if not isinstance(text, str):
+            raise TypeError("content is not text")
+        return Completion(
+            text=text,
+            tool_calls=calls,
+            input_tokens=int(usage.get("prompt_tokens") or 0),
+            output_tokens=int(usage.get("completion_tokens") or 0),
+            model_name=model,
+            response_model=data.get("model"),
+            finish_reason=finish_reason,
+        )
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError) as e:
+        raise ProviderError(
+            f"{model} sent a response that does not fit the API: {content[:200]!r}", model=model
+        ) from e
+
+
+def _transport_error(error: Exception, model: str) -> ProviderError:
+    """Our error for what aiohttp raised while a call was sent or its answer read."""
     if isinstance(error, TimeoutError):
         return ProviderTimeout(f"{model} did not answer in time", model=model)
     if isinstance(error, aiohttp.ClientPayloadError):
@@ -345,20 +364,3 @@ def _seconds(timeout: float | httpx.Timeout | None) -> float:
         return float(timeout)
     read = timeout.read if isinstance(timeout, httpx.Timeout) else None
     return float(read) if read is not None else 600.0
-
-
-def _translate(error: Exception, model: str, *, streaming: bool = False) -> ProviderError:
-    """Our error for an openai SDK or httpx exception; the SDK's own stays chained as __cause__."""
-    if isinstance(error, openai.APITimeoutError | httpx.TimeoutException):
-        return ProviderTimeout(f"{model} did not answer in time", model=model)
-    if isinstance(error, openai.APIConnectionError | httpx.TransportError):
-        return ProviderUnavailable(f"cannot reach {model}: {error}", model=model)
-    if isinstance(error, openai.APIStatusError):
-        retry_after = parse_retry_after(error.response.headers.get("retry-after"))
-        return error_for_status(error.status_code, f"{model}: {error.message}", model=model, retry_after_s=retry_after)
-    if isinstance(error, openai.APIResponseValidationError):
-        return ProviderError(f"{model} sent a response that does not fit the API: {error.message}", model=model)
-    if streaming and isinstance(error, openai.APIError):
-        # An error event in the middle of a stream: the server gave up, another model may not.
-        return ProviderUnavailable(f"{model} failed while streaming: {error.message}", model=model)
-    return ProviderError(f"{model}: {error}", model=model)

@@ -15,7 +15,7 @@ from deskpilot.llm.base import Model
 from deskpilot.llm.errors import LLMNotConfigured
 from deskpilot.llm.fallback import FallbackModel
 from deskpilot.llm.openai_model import OpenAIModel, make_openai_client
-from deskpilot.llm.stream_http import StreamSession
+from deskpilot.llm.provider_http import ProviderSession
 from deskpilot.settings import LLMSettings
 
 
@@ -91,8 +91,8 @@ class ModelRegistry:
         self._models: dict[str, Model] = dict(self._injected)
         self._chains: dict[tuple[str, ...], Model] = {}
         self._openai_clients: dict[str, AsyncOpenAI] = {}
-        # Streams of OpenAI-compatible providers go over aiohttp (see llm/stream_http.py): one session each.
-        self._streams: dict[str, StreamSession] = {}
+        # Calls to OpenAI-compatible providers go over aiohttp (see llm/provider_http.py): one session each.
+        self._http: dict[str, ProviderSession] = {}
         self._anthropic_client: AsyncAnthropic | None = None
 
     def chain(self, names: tuple[str, ...]) -> Model:
@@ -115,12 +115,12 @@ class ModelRegistry:
         provider, model_name = split_model_name(name)
         settings = self._settings
         if provider == "openai":
-            return OpenAIModel(model_name, self._openai_client("openai"), streams=self._streams["openai"])
+            return OpenAIModel(model_name, self._openai_client("openai"), http=self._http["openai"])
         if provider == "anthropic":
             return AnthropicModel(model_name, self._anthropic())
         if provider in settings.openai_compatible:
             return OpenAIModel(
-                model_name, self._openai_client(provider), provider=provider, streams=self._streams[provider]
+                model_name, self._openai_client(provider), provider=provider, http=self._http[provider]
             )
         if provider == "test":
             raise LLMNotConfigured(
@@ -161,7 +161,7 @@ class ModelRegistry:
             http_client=self._http_client,
         )
         self._openai_clients[provider] = client
-        self._streams[provider] = StreamSession(timeout_s=self._settings.timeout_s)
+        self._http[provider] = ProviderSession(timeout_s=self._settings.timeout_s)
         return client
 
     def _anthropic(self) -> AsyncAnthropic:
@@ -182,10 +182,10 @@ class ModelRegistry:
 
     async def aclose(self) -> None:
         """Close the SDK clients' connection pools, unless the http client was injected (its owner closes it), and
-        the stream sessions (always ours)."""
-        for streams in self._streams.values():
-            await streams.aclose()
-        self._streams.clear()
+        the providers' aiohttp sessions (always ours)."""
+        for session in self._http.values():
+            await session.aclose()
+        self._http.clear()
         if self._http_client is None:
             for client in self._openai_clients.values():
                 await client.close()
