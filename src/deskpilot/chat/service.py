@@ -516,8 +516,9 @@ async def send_message(
 
     Time to the first token is kept short: the session's head is one Core read, the prompt context comes from
     `deps.contexts` when the chat has not changed since its last turn (else it is read in this transaction), the
-    model is asked while the turn's rows commit as one batch, and its first delta is held until they have. The
-    turn then runs detached from the request; read it from the returned stream (or `wait_for_turn`).
+    model is asked first and the turn's rows commit as one batch while it reads; every frame of the turn is held
+    until they have. The turn then runs detached from the request; read it from the returned stream (or
+    `wait_for_turn`).
     """
     text, images = _check_message(message, deps.llm)
     conn = await db.connection()
