@@ -18,7 +18,7 @@ from pydantic import BaseModel
 
 from deskpilot.identity.models import Account
 from deskpilot.llm import LLM, Message, SqlRecorder
-from deskpilot.llm.models import LLMCall
+from deskpilot.llm.models import LLMCall, LLMPrompt
 from deskpilot.llm.output import output_schema
 from deskpilot.llm.testing import FunctionModel
 from deskpilot.settings import LLMSettings
@@ -111,7 +111,7 @@ async def _measure(base_url: str, *, reps: int, calls: int, warmup: int) -> dict
     )
     with tempfile.TemporaryDirectory() as tmp:
         db = Database(f"sqlite+aiosqlite:///{Path(tmp) / 'bench.db'}")
-        tables = [Base.metadata.tables[Account.__tablename__], Base.metadata.tables[LLMCall.__tablename__]]
+        tables = [Base.metadata.tables[t.__tablename__] for t in (Account, LLMCall, LLMPrompt)]
         async with db.engine.begin() as conn:
             await conn.run_sync(lambda sync: Base.metadata.create_all(sync, tables=tables))
         account = Account(name="Bench", slug="bench")

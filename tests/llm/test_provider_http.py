@@ -98,3 +98,29 @@ async def test_a_json_answer_with_tool_calls_and_usage(openai_server: FakeOpenAI
     assert [(c.id, c.name, c.arguments) for c in completion.tool_calls] == [("c1", "find_ticket", '{"id": 7}')]
     assert completion.finish_reason == "tool_calls"
     assert openai_server.last_request.headers["authorization"] == f"Bearer {OPENAI_KEY}"
+
+
+async def test_a_connection_the_server_dropped_is_retried_once_on_a_new_one() -> None:
+    """Servers close idle kept-alive connections; a request that met one is sent again, once."""
+    seen: list[int] = []
+    answer = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]}
+
+    async def handler(request: web.Request) -> web.Response:
+        seen.append(len(seen))
+        if len(seen) == 1:
+            assert request.transport is not None
+            request.transport.close()  # the connection dies before any answer
+        return web.json_response(answer)
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    async with TestServer(app, host="127.0.0.1") as server:
+        client = make_openai_client(api_key="k", base_url=str(server.make_url("/v1")), timeout_s=5)
+        model = OpenAIModel("m", client)
+        try:
+            completion = await model.request([Message.user("x")], RequestParams())
+        finally:
+            await model.http.aclose()
+            await client.close()
+    assert completion.text == "ok"
+    assert seen == [0, 1]

@@ -13,8 +13,9 @@ from urllib.parse import urlsplit
 
 import aiohttp
 
-# Streams in flight at once per provider (each holds a connection for its whole reply).
+# Calls in flight at once per provider (a stream holds its connection for its whole reply).
 STREAM_CONNECTIONS: Final = 1024
+KEEPALIVE_S: Final = 4.0
 # aiohttp reads a line of up to twice this: a provider may send a large tool call or a whole answer in one event.
 READ_BUFFER_BYTES: Final = 1024 * 1024
 
@@ -68,7 +69,10 @@ class ProviderSession:
             trace = aiohttp.TraceConfig()
             trace.on_request_chunk_sent.append(_chunk_sent)
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=STREAM_CONNECTIONS, ssl=_tls_context()),
+                # Idle connections go before a server's usual keep-alive of 5 s would close them under a request.
+                connector=aiohttp.TCPConnector(
+                    limit=STREAM_CONNECTIONS, ssl=_tls_context(), keepalive_timeout=KEEPALIVE_S
+                ),
                 trace_configs=[trace],
                 read_bufsize=READ_BUFFER_BYTES,
             )
@@ -85,16 +89,31 @@ class ProviderSession:
         timeout_s: float | None = None,
         on_sent: Callable[[], None] | None = None,
     ) -> AsyncIterator[aiohttp.ClientResponse]:
-        """POST `body`; the response with its body unread. `on_sent` is called once the body is written."""
+        """POST `body`; the response with its body unread. `on_sent` is called once the body is written.
+
+        A kept-alive connection the server closed while it sat idle fails the request before any answer; that
+        request is sent once more on a new connection, as httpx does (servers close idle connections after a few
+        seconds; the model has not seen a request that never arrived).
+        """
         seconds = timeout_s or self.timeout_s
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=seconds, sock_read=seconds)
         context = SimpleNamespace(on_sent=on_sent)
-        async with self._current().post(
-            url, data=body, headers=dict(headers), timeout=timeout, trace_request_ctx=context, proxy=self._proxy(url)
-        ) as response:
+        for attempt in range(2):
+            try:
+                response = await self._current().post(
+                    url, data=body, headers=dict(headers), timeout=timeout, trace_request_ctx=context,
+                    proxy=self._proxy(url),
+                )
+                break
+            except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError):
+                if attempt:
+                    raise
+        try:
             if on_sent is not None:
                 on_sent()  # an empty body sends no chunk: the answer's headers say it was sent
             yield response
+        finally:
+            response.release()
 
     async def aclose(self) -> None:
         if self._session is not None and not self._session.closed and self._loop is asyncio.get_running_loop():
