@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 
 import pytest
 from aiohttp import web
@@ -63,6 +65,21 @@ def test_a_session_made_in_one_event_loop_is_replaced_in_another(openai_server: 
     assert asyncio.run(ask_and_close()) == "ok"
 
 
+@asynccontextmanager
+async def loopback_model(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> AsyncIterator[OpenAIModel]:
+    """An OpenAIModel whose chat-completions endpoint is `handler`, on a loopback aiohttp server."""
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", handler)
+    async with TestServer(app, host="127.0.0.1") as server:
+        client = make_openai_client(api_key="k", base_url=str(server.make_url("/v1")), timeout_s=5)
+        model = OpenAIModel("m", client)
+        try:
+            yield model
+        finally:
+            await model.http.aclose()
+            await client.close()
+
+
 async def test_an_answer_that_does_not_fit_the_api_is_a_provider_error() -> None:
     """Malformed output is a normal case: not JSON, no choices list, or a message that is not one."""
     for body in (b"not json", b'{"choices": "nope"}', b'{"choices": [{"message": {"content": 42}}]}'):
@@ -70,17 +87,9 @@ async def test_an_answer_that_does_not_fit_the_api_is_a_provider_error() -> None
         async def answer(_request: web.Request, body: bytes = body) -> web.Response:
             return web.Response(body=body, content_type="application/json")
 
-        app = web.Application()
-        app.router.add_post("/v1/chat/completions", answer)
-        async with TestServer(app, host="127.0.0.1") as server:
-            client = make_openai_client(api_key="k", base_url=str(server.make_url("/v1")), timeout_s=5)
-            model = OpenAIModel("m", client)
-            try:
-                with pytest.raises(ProviderError) as caught:
-                    await model.request([Message.user("x")], RequestParams())
-            finally:
-                await model.http.aclose()
-                await client.close()
+        async with loopback_model(answer) as model:
+            with pytest.raises(ProviderError) as caught:
+                await model.request([Message.user("x")], RequestParams())
         assert "does not fit the API" in caught.value.detail
 
 
@@ -112,15 +121,7 @@ async def test_a_connection_the_server_dropped_is_retried_once_on_a_new_one() ->
             request.transport.close()  # the connection dies before any answer
         return web.json_response(answer)
 
-    app = web.Application()
-    app.router.add_post("/v1/chat/completions", handler)
-    async with TestServer(app, host="127.0.0.1") as server:
-        client = make_openai_client(api_key="k", base_url=str(server.make_url("/v1")), timeout_s=5)
-        model = OpenAIModel("m", client)
-        try:
-            completion = await model.request([Message.user("x")], RequestParams())
-        finally:
-            await model.http.aclose()
-            await client.close()
+    async with loopback_model(handler) as model:
+        completion = await model.request([Message.user("x")], RequestParams())
     assert completion.text == "ok"
     assert seen == [0, 1]
