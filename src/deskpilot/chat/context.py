@@ -11,6 +11,9 @@ from deskpilot.chat import prompts
 from deskpilot.llm import Message
 
 CACHED_CHATS: Final = 1024
+# The characters all kept contexts may hold together (a message may be 100,000 characters and a history 60 of
+# them): the least recently used go first, and a context over an eighth of this is not kept at all.
+CACHED_CHARS: Final = 32_000_000
 
 
 @dataclass(slots=True)
@@ -37,9 +40,11 @@ class ContextCache:
     another server process simply reads the database.
     """
 
-    def __init__(self, size: int = CACHED_CHATS) -> None:
+    def __init__(self, size: int = CACHED_CHATS, max_chars: int = CACHED_CHARS) -> None:
         self._size = size
-        self._entries: OrderedDict[uuid.UUID, tuple[int, uuid.UUID | None, TurnContext]] = OrderedDict()
+        self._max_chars = max_chars
+        self._chars = 0
+        self._entries: OrderedDict[uuid.UUID, tuple[int, uuid.UUID | None, TurnContext, int]] = OrderedDict()
 
     def get(self, session_id: uuid.UUID, version: int, branch_id: uuid.UUID | None) -> TurnContext | None:
         entry = self._entries.get(session_id)
@@ -49,13 +54,30 @@ class ContextCache:
         return entry[2]
 
     def put(self, session_id: uuid.UUID, version: int, branch_id: uuid.UUID | None, context: TurnContext) -> None:
-        self._entries[session_id] = (version, branch_id, context)
-        self._entries.move_to_end(session_id)
-        while len(self._entries) > self._size:
-            self._entries.popitem(last=False)
+        self.forget(session_id)
+        chars = _chars(context)
+        if chars > self._max_chars // 8:
+            return
+        self._entries[session_id] = (version, branch_id, context, chars)
+        self._chars += chars
+        while len(self._entries) > self._size or self._chars > self._max_chars:
+            _, (_, _, _, dropped) = self._entries.popitem(last=False)
+            self._chars -= dropped
 
     def forget(self, session_id: uuid.UUID) -> None:
-        self._entries.pop(session_id, None)
+        entry = self._entries.pop(session_id, None)
+        if entry is not None:
+            self._chars -= entry[3]
+
+    @property
+    def chars(self) -> int:
+        """The characters the kept contexts hold together."""
+        return self._chars
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def _chars(context: TurnContext) -> int:
+    knowledge = sum(len(snippet) for snippet in context.knowledge[0]) if context.knowledge else 0
+    return sum(len(message.content) for message in context.history) + knowledge + len(context.siblings)
