@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any, Literal
@@ -10,7 +9,6 @@ from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
-import openai
 from openai import AsyncOpenAI
 
 from deskpilot.llm.base import Model
@@ -32,30 +30,6 @@ MaxTokensParam = Literal["max_tokens", "max_completion_tokens"]
 CHAT_COMPLETIONS = "/chat/completions"
 
 
-# httpcore's pool walks all its connections, and for each idle one all of them again, whenever a request starts
-# or ends: a request's cost grows with the square of the connections the pool holds. Over HTTP/1.1 each model
-# call in flight holds one, so hundreds of concurrent sessions made that walk a visible share of a turn's CPU.
-# Several small pools, taken in turn, keep it small; together they allow what the SDK's single pool allows.
-POOL_SHARDS = 16
-POOL_SHARD_LIMITS = httpx.Limits(max_connections=64, max_keepalive_connections=32)
-
-
-class ShardedTransport(httpx.AsyncBaseTransport):
-    """Requests spread round-robin over `shards` connection pools of `limits` each."""
-
-    def __init__(self, shards: int = POOL_SHARDS, limits: httpx.Limits = POOL_SHARD_LIMITS) -> None:
-        tls = httpx.create_ssl_context()  # loading the CA bundle once, not once per pool
-        self._pools = tuple(httpx.AsyncHTTPTransport(verify=tls, limits=limits) for _ in range(shards))
-        self._turn = itertools.cycle(self._pools)
-
-    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
-        return await next(self._turn).handle_async_request(request)
-
-    async def aclose(self) -> None:
-        for pool in self._pools:
-            await pool.aclose()
-
-
 def make_openai_client(
     *,
     api_key: str | None,
@@ -63,13 +37,17 @@ def make_openai_client(
     timeout_s: float,
     http_client: httpx.AsyncClient | None = None,
 ) -> AsyncOpenAI:
-    """An SDK client with its own retries off: FallbackModel decides what happens after a failure."""
+    """An SDK client with its own retries off: FallbackModel decides what happens after a failure.
+
+    `OpenAIModel` takes the endpoint, key and headers from it and sends its calls over aiohttp
+    (`ProviderSession`); the SDK's own httpx client is not on the hot path.
+    """
     return AsyncOpenAI(
         api_key=api_key or NO_KEY,
         base_url=base_url or OPENAI_BASE_URL,
         timeout=timeout_s,
         max_retries=0,
-        http_client=http_client or openai.DefaultAsyncHttpxClient(transport=ShardedTransport()),
+        http_client=http_client,
     )
 
 
