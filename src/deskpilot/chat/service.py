@@ -574,7 +574,6 @@ async def send_message(
         gate.settle(False)
         task.cancel()
         deps.streams.discard(turn.id)
-        await db.rollback()  # PostgreSQL: the failed INSERT aborted the transaction
         if await _close_stale_turn(db, deps.streams, session_id):
             return await send_message(db, deps, caller, session_id, message)
         raise ThreadBusy("This chat is still answering the previous message; wait for it to finish") from None

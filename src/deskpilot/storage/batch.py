@@ -144,8 +144,10 @@ async def commit_writes(db: AsyncSession, writes: Sequence[Write]) -> None:
     """Execute `writes` in order and commit them with whatever the session's transaction holds.
 
     On SQLite the statements run in the connection's thread at once (one round trip for the unit); elsewhere one
-    by one. A compare-and-set that changes no row rolls everything back and raises `WriteConflict`. The session
-    must have no pending ORM changes: they would be flushed after these statements, in a transaction of their own.
+    by one. A compare-and-set that changes no row rolls everything back and raises `WriteConflict`; a failed
+    statement (a unique index, say) rolls everything back and raises, on every database alike, so the session is
+    usable afterwards. The session must have no pending ORM changes: they would be flushed after these
+    statements, in a transaction of their own.
     """
     _check_scope(db, writes)
     conn = await db.connection()
@@ -169,9 +171,13 @@ async def commit_writes(db: AsyncSession, writes: Sequence[Write]) -> None:
         # Nothing is left to commit in SQLite: this ends the session's transaction without a round trip.
         await db.commit()
         return
-    for index, write in enumerate(writes):
-        result = await conn.execute(write.statement, dict(write.params))
-        if write.expect_one and getattr(result, "rowcount", 1) != 1:
-            await db.rollback()
-            raise WriteConflict(index)
+    try:
+        for index, write in enumerate(writes):
+            result = await conn.execute(write.statement, dict(write.params))
+            if write.expect_one and getattr(result, "rowcount", 1) != 1:
+                raise WriteConflict(index)
+    except BaseException:
+        # PostgreSQL aborts the transaction on a failed statement: nothing more could run in it.
+        await db.rollback()
+        raise
     await db.commit()
