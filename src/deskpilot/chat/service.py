@@ -534,18 +534,10 @@ async def send_message(
     branch_id: uuid.UUID | None = head.active_branch_id
     # The images themselves are not stored: later turns see the note, not the pixels.
     stored_text = with_image_note(clean_user_message(text), len(images))
-    now = utcnow()
-    user_id, assistant_id = uuid.uuid4(), uuid.uuid4()
-    turn = ChatTurn(
-        id=uuid.uuid4(), account_id=caller.account_id, session_id=session_id, user_id=caller.user_id,
-        branch_id=branch_id, kind="message", status="running", user_message_id=user_id,
-        assistant_message_id=assistant_id, content="", parts=[], error_code=None, model=None, input_tokens=0,
-        output_tokens=0, started_at=now, finished_at=None,
-    )
-    user_seq = head.message_seq + 1
+    user_id = uuid.uuid4()
     plan = TurnPlan(
-        account_id=caller.account_id, session_id=session_id, turn_id=turn.id, caller=caller,
-        branch_id=branch_id, assistant_message_id=assistant_id, assistant_seq=user_seq + 1,
+        account_id=caller.account_id, session_id=session_id, turn_id=uuid.uuid4(), caller=caller,
+        branch_id=branch_id, assistant_message_id=uuid.uuid4(), assistant_seq=head.message_seq + 2,
         text=text, first_turn=first_turn, images=images,
     )
     context = deps.contexts.get(session_id, head.state_version, branch_id) if deps.contexts else None
@@ -554,7 +546,7 @@ async def send_message(
         if session is None or session.state_version != head.state_version:
             raise ThreadBusy("This chat changed while the message was sent; send it again")
         context = await _read_in(db, session, branch_id, plan.history_before)
-    stream = deps.streams.open(turn.id)
+    stream = deps.streams.open(plan.turn_id)
     gate = _Gate()
     sent = asyncio.get_running_loop().create_future()
 
@@ -569,29 +561,31 @@ async def send_message(
         # knowledge before asking: nothing to wait for.)
         if context.knowledge is not None:
             await asyncio.wait({sent, task}, timeout=SEND_WAIT_S, return_when=asyncio.FIRST_COMPLETED)
-        await commit_writes(db, _turn_writes(caller, head, turn, plan, stored_text))
+        await commit_writes(db, _turn_writes(caller, head, plan, user_id, stored_text))
     except (IntegrityError, WriteConflict):
         gate.settle(False)
         task.cancel()
-        deps.streams.discard(turn.id)
+        deps.streams.discard(plan.turn_id)
         if await _close_stale_turn(db, deps.streams, session_id):
             return await send_message(db, deps, caller, session_id, message)
         raise ThreadBusy("This chat is still answering the previous message; wait for it to finish") from None
     except BaseException:
         gate.settle(False)
         task.cancel()
-        deps.streams.discard(turn.id)
+        deps.streams.discard(plan.turn_id)
         raise
     # The text too: a second tab following this turn (after its own THREAD_BUSY) can show the message.
     _announce(stream, plan, frames.data_part(
-        "user-message-id", {"message_id": str(user_id), "turn_id": str(turn.id), "text": stored_text}))
+        "user-message-id", {"message_id": str(user_id), "turn_id": str(plan.turn_id), "text": stored_text}))
     gate.settle(True)
     return stream
 
 
-def _turn_writes(caller: Caller, head: Row[Any], turn: ChatTurn, plan: TurnPlan, stored_text: str) -> list[Write]:
-    """The turn, the user's message, the assistant's empty row and the session's compare-and-set: one batch."""
-    now, session_id, branch_id = turn.started_at, plan.session_id, plan.branch_id
+def _turn_writes(
+    caller: Caller, head: Row[Any], plan: TurnPlan, user_id: uuid.UUID, stored_text: str
+) -> list[Write]:
+    """The running turn, the user's message, the assistant's empty row and the session's compare-and-set."""
+    now, session_id, branch_id = utcnow(), plan.session_id, plan.branch_id
     user_seq = plan.assistant_seq - 1
     text = plan.text
     changes: dict[str, Any] = {
@@ -612,16 +606,19 @@ def _turn_writes(caller: Caller, head: Row[Any], turn: ChatTurn, plan: TurnPlan,
             "seq": seq, "role": role, "content": content, "created_at": now,
         })
 
-    assert turn.user_message_id is not None
-    assert turn.assistant_message_id is not None
-    writes = [
-        insert_row(ChatTurn, {c.key: getattr(turn, c.key) for c in ChatTurn.__table__.columns}),
-        message_row(turn.user_message_id, user_seq, "user", stored_text),
-        message_row(turn.assistant_message_id, user_seq + 1, "assistant", ""),
+    return [
+        insert_row(ChatTurn, {
+            "id": plan.turn_id, "account_id": caller.account_id, "session_id": session_id,
+            "user_id": caller.user_id, "branch_id": branch_id, "kind": "message", "status": "running",
+            "user_message_id": user_id, "assistant_message_id": plan.assistant_message_id, "content": "",
+            "parts": [], "error_code": None, "model": None, "input_tokens": 0, "output_tokens": 0,
+            "started_at": now, "finished_at": None,
+        }),
+        message_row(user_id, user_seq, "user", stored_text),
+        message_row(plan.assistant_message_id, user_seq + 1, "assistant", ""),
         update_row(PilotSession, {"id": session_id, "account_id": caller.account_id,
                                   "state_version": head.state_version}, changes),
     ]
-    return writes
 
 
 async def wait_for_turn(deps: ChatDeps, stream: TurnStream, account_id: uuid.UUID) -> TurnOut:
