@@ -203,6 +203,15 @@ async def page_chat(console: ConsoleDep, session_id: uuid.UUID) -> HTMLResponse:
     )
 
 
+async def _not_done(console: Console, session_id: uuid.UUID, status: int, title: str, message: str) -> HTMLResponse:
+    """A chat action the engineer may not take now: why, and the way back to the chat."""
+    await console.session.rollback()
+    return await render(
+        console, "error.html", active="chat", status_code=status, title=title, message=message,
+        back_href=f"/chat/{session_id}", back_label="Back to the chat",
+    )
+
+
 async def _lifecycle(console: Console, session_id: uuid.UUID, action: Action, done: str) -> Response:
     console.require(Role.ENGINEER)
     try:
@@ -210,17 +219,7 @@ async def _lifecycle(console: Console, session_id: uuid.UUID, action: Action, do
     except (NotFound, PermissionDenied) as e:
         return await _error_page(console, e)
     except DeskpilotError as e:
-        await console.session.rollback()
-        return await render(
-            console,
-            "error.html",
-            active="chat",
-            status_code=e.status,
-            title="Not possible",
-            message=readable(e),
-            back_href=f"/chat/{session_id}",
-            back_label="Back to the chat",
-        )
+        return await _not_done(console, session_id, e.status, "Not possible", readable(e))
     return RedirectResponse(f"/chat/{session_id}?done={done}", status_code=303)
 
 
@@ -232,11 +231,7 @@ async def submit_rename(
     try:
         request = ChatRename(title=title)
     except ValidationError:
-        return await render(
-            console, "error.html", active="chat", status_code=422, title="Not renamed",
-            message="A chat title is 1 to 100 characters.", back_href=f"/chat/{session_id}",
-            back_label="Back to the chat",
-        )
+        return await _not_done(console, session_id, 422, "Not renamed", "A chat title is 1 to 100 characters.")
     try:
         await service.rename(console.session, pilot_caller(console.principal), session_id, request)
     except (NotFound, PermissionDenied) as e:
