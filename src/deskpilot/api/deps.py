@@ -44,7 +44,8 @@ class Principal:
         return self.role.at_least(role)
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
+    # async: FastAPI runs a plain `def` dependency in its thread pool, a thread hop on every request.
     state: AppState = request.app.state.deskpilot
     return state
 
@@ -136,7 +137,7 @@ AdminDep = Annotated[Principal, Depends(require_role(Role.ADMIN))]
 def pilot_deps(state: AppState) -> PilotDeps:
     """The Pilot service's collaborators, all long-lived parts of the app."""
     return PilotDeps(llm=state.llm, secrets=state.secrets, pubsub=state.pubsub, jobs=state.jobs,
-                     psa_http_client=state.http)
+                     psa_http_client=state.http, conversations=state.pilot_conversations)
 
 
 def pilot_caller(principal: Principal) -> Caller:

@@ -11,12 +11,14 @@ from deskpilot.chat.context import ContextCache
 from deskpilot.chat.stream import TurnStreams
 from deskpilot.events.pubsub import PubSub, make_pubsub
 from deskpilot.jobs import JobBackend, JobContext, make_job_backend, registry
-from deskpilot.llm import LLM
+from deskpilot.llm import LLM, Message
 from deskpilot.llm.recording import SqlRecorder
+from deskpilot.pilot.engine import conversation_cache
 from deskpilot.security.cookies import SessionSigner
 from deskpilot.security.crypto import SecretBox
 from deskpilot.settings import Settings
 from deskpilot.storage import Database
+from deskpilot.storage.versioned_cache import VersionedCache
 
 
 @dataclass
@@ -33,6 +35,7 @@ class AppState:
     # Chat turns run detached from their requests; shutdown cancels them and they store what they have.
     chat_streams: TurnStreams = field(init=False, default_factory=TurnStreams)
     chat_contexts: ContextCache = field(init=False, default_factory=ContextCache)
+    pilot_conversations: VersionedCache[tuple[Message, ...]] = field(init=False, default_factory=conversation_cache)
     _started: bool = field(init=False, default=False)
     # What runs beside the requests for the app's lifetime (SQLite WAL checkpoints).
     _background: contextlib.AsyncExitStack = field(init=False, default_factory=contextlib.AsyncExitStack)

@@ -65,6 +65,7 @@ from deskpilot.pilot.tiers import ConfidenceTier, confidence_to_tier, initial_co
 from deskpilot.security.crypto import SecretBox
 from deskpilot.storage import utcnow
 from deskpilot.storage.batch import WriteConflict, commit_writes, insert_row, update_row
+from deskpilot.storage.versioned_cache import VersionedCache
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +91,19 @@ class PilotDeps:
     pubsub: PubSub | None = None
     jobs: JobBackend | None = None
     psa_http_client: httpx.AsyncClient | None = None
+    # The conversation each turn leaves behind, for the next turn on this process (`turn_history`).
+    conversations: VersionedCache[tuple[Message, ...]] | None = None
+
+
+def conversation_cache() -> VersionedCache[tuple[Message, ...]]:
+    """Branch conversations of recently answered sessions, each valid for one `message_seq` of its session: every
+    entry of a conversation (a step, an answer, a message) takes the next `message_seq` in the transaction that
+    writes it, so a conversation kept for the session's current `message_seq` is what the database would give."""
+    return VersionedCache(_conversation_chars)
+
+
+def _conversation_chars(history: tuple[Message, ...]) -> int:
+    return sum(len(message.content) for message in history)
 
 
 # --- loading and views ----------------------------------------------------------------------
@@ -234,6 +248,33 @@ async def branch_history(db: AsyncSession, session: PilotSession, branch: Sessio
         session.id, branching.step_history_filter(branch), branching.history_filter(session.id, branch)
     ))
     return history_entries(rows, branching.lineage_limits(branch))
+
+
+async def turn_history(
+    db: AsyncSession, deps: PilotDeps, session: PilotSession, branch: SessionBranch | None
+) -> list[Message]:
+    """The branch's conversation as the previous turn on this process left it, else `branch_history`."""
+    if deps.conversations is not None:
+        kept = deps.conversations.get(session.id, session.message_seq, branch.id if branch is not None else None)
+        if kept is not None:
+            return list(kept)
+    return await branch_history(db, session, branch)
+
+
+def keep_conversation(
+    deps: PilotDeps, session: PilotSession, history: Sequence[Message], step: SessionStep
+) -> None:
+    """Keep `history` and the step just committed after it, for the next turn: only when the step is the
+    session's newest entry, on the branch the history is of, and opened no fork (which adds branches' messages)."""
+    cache = deps.conversations
+    if cache is None:
+        return
+    branch_id = session.active_branch_id if session.is_branching else None
+    if step.seq != session.message_seq or step.branch_id != branch_id or step.is_fork_point:
+        cache.forget(session.id)
+        return
+    entry = Message.assistant(reply_json(step.content, step.reasoning, step.context_message, step.confidence))
+    cache.put(session.id, session.message_seq, branch_id, (*history, entry))
 
 
 def history_entries(rows: Iterable[Sequence[Any]], limits: Mapping[uuid.UUID | None, int]) -> list[Message]:
@@ -778,6 +819,7 @@ async def generate(
             await _record_generation_error(db, session, e, records)
             raise
         session, row = await _store(db, session, produced, branches, records)
+    keep_conversation(deps, session, history, row)
     return turn_result(session, row)
 
 

@@ -38,7 +38,6 @@ from deskpilot.pilot.engine import (
     answer_text,
     append_message,
     apply_step,
-    branch_history,
     branch_rows,
     call_context,
     check_response,
@@ -47,6 +46,7 @@ from deskpilot.pilot.engine import (
     current_step_or_none,
     end_read,
     generate,
+    keep_conversation,
     last_step,
     load_session,
     load_turn,
@@ -61,6 +61,7 @@ from deskpilot.pilot.engine import (
     step_out,
     store_records,
     switch_to,
+    turn_history,
     turn_result,
 )
 from deskpilot.pilot.errors import (
@@ -422,6 +423,7 @@ async def _start_session(
     store_records(db, records)
     await commit(db)
     records_stored(records)
+    keep_conversation(deps, session, history, row)
     return SessionStarted(
         session_id=session.id, status=session.status, mode=mode_of(session.mode), confidence_tier=session_tier(session),
         confidence_score=session.confidence_score, problem_summary=session.problem_summary,
@@ -475,7 +477,7 @@ async def respond(
             raise UnknownOption(f"Branch {response.selected_option!r} is not one of this fork's branches")
         switch_to(session, branches, target, at_fork=True)
     active = active_branch(session, branches)
-    history = await branch_history(db, session, active)
+    history = await turn_history(db, deps, session, active)
     now = utcnow()
     if is_fork:
         # A fork is answered by the choice of branch; the branch's opening message already says which.
@@ -501,7 +503,7 @@ async def retry_generation(db: AsyncSession, deps: PilotDeps, caller: Caller, se
     if session.step_count >= MAX_STEPS_PER_SESSION:
         raise StepLimitReached("Maximum steps reached for this session", extra={"limit": MAX_STEPS_PER_SESSION})
     branches = await branch_rows(db, session)
-    history = await branch_history(db, session, active_branch(session, branches))
+    history = await turn_history(db, deps, session, active_branch(session, branches))
     previous = await last_step(db, session)
     return await generate(db, deps, session, history, branches, previous)
 
@@ -767,7 +769,7 @@ async def pickup(
     flow_previous = await last_step(db, session) if continue_flow else None
     branches = await branch_rows(db, session)
     active = active_branch(session, branches)
-    history = await branch_history(db, session, active)
+    history = await turn_history(db, deps, session, active)
     now = utcnow()
     if package is None:
         package = escalation.build_package(
@@ -876,7 +878,7 @@ async def switch_branch(
         await commit(db)
         if waiting is not None:
             return turn_result(session, waiting)
-    history = await branch_history(db, session, target)
+    history = await turn_history(db, deps, session, target)
     return await generate(db, deps, session, history, branches, await last_step(db, session))
 
 
@@ -911,7 +913,7 @@ async def revive_branch(
     session, branches, target = await _branching_session(db, caller, session_id, Action.REVIVE_BRANCH, branch_id)
     if target.status != "dead_end":
         raise BranchClosed(f"Only a dead-end branch can be revived; {target.label!r} is {target.status}")
-    history = await branch_history(db, session, target)
+    history = await turn_history(db, deps, session, target)
     await _activate(db, caller, session, branches, target)
     target.status = "revived"
     evidence = prompts.revive_message(request.evidence)

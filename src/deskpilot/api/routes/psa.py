@@ -29,7 +29,7 @@ router = APIRouter(prefix="/api/v1/psa", tags=["psa"])
 PSA_TIMEOUT_S = 20.0
 
 
-def get_http_client(state: StateDep) -> httpx.AsyncClient:
+async def get_http_client(state: StateDep) -> httpx.AsyncClient:
     """The application's pooled outbound client; connections and TLS sessions are reused across requests."""
     return state.http
 
