@@ -63,7 +63,8 @@ async def test_fp026_each_answer_is_kept_exactly_as_the_rows_rebuild_it_and_the_
     sid, deps, model = await started(desk, action(), question("Which Office build?"), action("Repair Office"),
                                      question("Still prompting?"))
     kept, rebuilt = await kept_and_rebuilt(desk, deps, sid)
-    assert kept == rebuilt and len(rebuilt) == 2  # the intake and the first step, kept by the start
+    assert kept == rebuilt
+    assert len(rebuilt) == 2  # the intake and the first step, kept by the start
     answers = [
         StepResponse(selected_option="desktop", free_text_input="only on PC 12"),
         StepResponse(action_result={"success": False, "details": "Still prompts after clearing"}),
