@@ -34,7 +34,7 @@ COMMAND = ".venv/bin/python -m bench._pilot_profile [--http [N]]"
 # (module, attribute, phase): the functions a turn passes through, wrapped to time them without editing src/.
 PHASES = (
     (service, "load_turn", "1 load session + current step (SELECT … JOIN)"),
-    (service, "branch_history", "2 branch history (SELECT messages)"),
+    (service, "turn_history", "2 branch conversation (kept by the previous turn on this process, else SELECT)"),
     (service, "commit_answer", "3 commit #1: answer (step CAS) + user message + session (one unit of work)"),
     (engine, "produce", "4 model call + validation"),
     (SqlRecorder, "record", "5 llm_calls INSERT + commit of its own (only when not deferred)"),
@@ -62,7 +62,10 @@ def count_round_trips() -> Iterator[collections.Counter[str]]:
 async def _turns(db: Database, sessions: int, turns: int) -> tuple[Callable[[], Awaitable[None]], list[uuid.UUID]]:
     tenant = await prepare(db)
     llm = LLM.for_model(FunctionModel(scripted_reply), recorder=SqlRecorder(db))
-    deps = service.PilotDeps(llm=llm, secrets=SecretBox([DEV_ENCRYPTION_KEY]))
+    # The conversation cache, as the server's deps have it.
+    deps = service.PilotDeps(
+        llm=llm, secrets=SecretBox([DEV_ENCRYPTION_KEY]), conversations=engine.conversation_cache()
+    )
     ids: list[uuid.UUID] = []
     for _ in range(sessions):
         async with db.session(tenant.account_id) as session:
