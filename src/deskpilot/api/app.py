@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -25,6 +26,7 @@ from deskpilot.api.routes import psa as psa_routes
 from deskpilot.api.routes import usage as usage_routes
 from deskpilot.api.state import AppState
 from deskpilot.jobs import discover_job_modules
+from deskpilot.llm.eager_writes import install_eager_body_writes
 from deskpilot.settings import Settings
 
 
@@ -68,6 +70,7 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
         app.state.deskpilot = app_state
         await app_state.start()
         tune_collector()
+        install_eager_body_writes(asyncio.get_running_loop())
         try:
             yield
         finally:
