@@ -17,12 +17,16 @@ from deskpilot.llm.eager_writes import WRITE_BYTES, eager_body_writes, install_e
 OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
 
 
+def _content_length(head: bytes) -> int:
+    return next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+
+
 def _read_request(conn: socket.socket) -> bytes:
     data = b""
     while b"\r\n\r\n" not in data:
         data += conn.recv(65536)
     head, _, body = data.partition(b"\r\n\r\n")
-    length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+    length = _content_length(head)
     while len(body) < length:
         body += conn.recv(65536)
     return head + b"\r\n\r\n" + body
@@ -194,12 +198,14 @@ async def test_other_coroutines_start_as_plain_tasks_through_a_factory_already_s
     assert made == [ordinary.__qualname__]
 
 
-async def test_a_large_body_that_waits_for_the_socket_still_arrives_whole(eager_loop: asyncio.AbstractEventLoop) -> None:
+async def test_a_large_body_that_waits_for_the_socket_still_arrives_whole(
+    eager_loop: asyncio.AbstractEventLoop,
+) -> None:
     received: list[int] = []
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         head = await reader.readuntil(b"\r\n\r\n")
-        length = next(int(line.split(b":")[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length"))
+        length = _content_length(head)
         received.append(len(await reader.readexactly(length)))
         writer.write(OK)
         await writer.drain()
