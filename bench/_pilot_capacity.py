@@ -25,6 +25,7 @@ import httpx
 from bench._pilot_common import INTAKE, RESPONSE, Tenant, as_row, median, percentile, prepare
 from bench._pilot_fake import API_KEY
 from bench._pilot_turn import DeskpilotTurns
+from deskpilot.llm.eager_writes import install_eager_body_writes
 from deskpilot.pilot import service
 from deskpilot.storage import Database
 
@@ -272,6 +273,8 @@ def _give_up(level: Level) -> bool:
 
 
 async def _measure(tmp: Path, levels: tuple[int, ...], turns: int, delay_s: float) -> tuple[list[Level], list[Level]]:
+    # The load generator is an aiohttp client too: its requests leave at once, not at the end of its loop's turn.
+    install_eager_body_writes(asyncio.get_running_loop())
     path = tmp / "capacity.db"
     url = f"sqlite+aiosqlite:///{path}"
     db = Database(url)
