@@ -420,10 +420,9 @@ async def find_matches(
                                      limit=max(limit * CANDIDATES_PER_MATCH, MIN_CANDIDATES))
     candidates = [
         matching.Candidate(
-            flow_id=h.flow.id, name=h.flow.name, problem_domain=h.flow.problem_domain,
-            key_text=f"{h.flow.name}\n{h.flow.search_keywords}", body_text=h.flow.search_body, rank=h.rank,
-            matched_count=h.flow.matched_count, resolved_count=h.flow.resolved_count,
-            last_matched_at=h.flow.last_matched_at,
+            flow_id=h.flow_id, name=h.name, problem_domain=h.problem_domain,
+            key_text=f"{h.name}\n{h.search_keywords}", body_text=h.search_body, rank=h.rank,
+            matched_count=h.matched_count, resolved_count=h.resolved_count, last_matched_at=h.last_matched_at,
         )
         for h in hits
     ]
