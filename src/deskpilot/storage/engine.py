@@ -71,7 +71,8 @@ def make_engine(
     if url.startswith("sqlite"):
         own_reset = "pool_reset_on_return" not in options
         engine = create_async_engine(
-            url, echo=echo, async_creator=sqlite.creator(url), **{"pool_reset_on_return": None, **options}
+            url, echo=echo, async_creator=sqlite.creator(url),
+            **{"pool_reset_on_return": None, "pool_use_lifo": True, **options},
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         if own_reset:
