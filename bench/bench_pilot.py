@@ -23,7 +23,7 @@ def run(quick: bool = False) -> list[dict[str, str]]:
         else:
             rows = asyncio.run(_pilot_turn.measure(folder, rounds=5, sessions=20, turns=10))
             rows += asyncio.run(_pilot_storage.measure(folder, sessions=5))
-            rows += _pilot_capacity.measure(folder, levels=(10, 25, 50, 100, 200, 300), turns=5, delay_s=1.0)
+            rows += _pilot_capacity.measure(folder, levels=(10, 25, 50, 100, 150, 200, 250, 300), turns=5, delay_s=1.0)
     return rows
 
 

@@ -87,3 +87,25 @@ async def test_background_checkpoints_keep_the_wal_short(tmp_path: Path, monkeyp
         assert (busy, log) == (0, checkpointed)
     finally:
         await db.dispose()
+
+
+async def _driver(conn: Any) -> Any:
+    return (await conn.get_raw_connection()).driver_connection
+
+
+async def test_a_file_database_hands_out_the_connection_returned_last(db: Database) -> None:
+    async with db.engine.connect() as first, db.engine.connect() as second:
+        first_driver, second_driver = await _driver(first), await _driver(second)
+        assert first_driver is not second_driver
+    # `first` went back before `second` (contexts exit in reverse): the warm one is `first`, returned last.
+    async with db.engine.connect() as again:
+        assert await _driver(again) is first_driver
+
+
+async def test_an_in_memory_database_keeps_its_single_connection_pool() -> None:
+    database = Database("sqlite+aiosqlite://")
+    try:
+        async with database.engine.connect() as conn:
+            assert (await conn.execute(text("SELECT 1"))).scalar_one() == 1
+    finally:
+        await database.dispose()

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
-from sqlalchemy import event
+from sqlalchemy import event, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 
@@ -63,6 +63,15 @@ def _sqlite_reset(dbapi_connection: Any, _record: ConnectionPoolEntry, state: Po
         dbapi_connection.rollback()
 
 
+def _warm_first(url: str) -> dict[str, Any]:
+    """A file database's pool hands out the most recently used connection first: its page cache is the warm one
+    (an in-memory database has one connection, in a pool without that option)."""
+    database = make_url(url).database
+    if not database or database == ":memory:" or "mode=memory" in url:
+        return {}
+    return {"pool_use_lifo": True}
+
+
 def make_engine(
     url: str, *, echo: bool = False, pool_size: int = 10, pool_options: Mapping[str, Any] | None = None
 ) -> AsyncEngine:
@@ -72,7 +81,7 @@ def make_engine(
         own_reset = "pool_reset_on_return" not in options
         engine = create_async_engine(
             url, echo=echo, async_creator=sqlite.creator(url),
-            **{"pool_reset_on_return": None, "pool_use_lifo": True, **options},
+            **{"pool_reset_on_return": None, **_warm_first(url), **options},
         )
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         if own_reset:
