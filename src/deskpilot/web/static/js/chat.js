@@ -156,8 +156,14 @@
 
   var turn = { busy: false, lastId: 0, turnId: null, bubble: null, text: "", done: false, retries: 0,
                pendingUser: null, frame: 0 };
+  // Each read of the conversation (after a branch change) takes a number; a turn that starts takes the next, so a
+  // read answered after the turn began never replaces the messages the turn added since: it is read again once the
+  // turn is over.
+  var conversationReads = 0;
+  var conversationStale = false;
 
   function setBusy(busy) {
+    if (busy) conversationReads += 1;
     turn.busy = busy;
     els.busy.classList.toggle("is-busy", busy);
     root.setAttribute("data-busy", busy ? "true" : "false");
@@ -292,6 +298,7 @@
     turn.bubble = null;
     setBusy(false);
     refreshPanels();
+    if (conversationStale) { conversationStale = false; loadConversation(); }
     if (els.input && !els.input.disabled) els.input.focus();
   }
 
@@ -902,8 +909,10 @@
 
   // The active branch's conversation: its ancestors' messages up to the fork, then its own (GET /chats/{id}).
   function loadConversation() {
+    var read = ++conversationReads;
     return api("GET", "/chats/" + sid).then(function (detail) {
-      if (!detail || turn.busy) return;
+      if (!detail) return;
+      if (turn.busy || read !== conversationReads) { conversationStale = true; return; }
       if (detail.session) state.session = detail.session;
       clear(els.messages);
       (detail.messages || []).forEach(function (m) {
