@@ -58,7 +58,7 @@ from deskpilot.llm import LLM, CallContext, Message, Purpose, ToolCall
 from deskpilot.llm.messages import ImagePart
 from deskpilot.pilot import branches as branching
 from deskpilot.pilot import escalation, similar
-from deskpilot.pilot.access import Caller, SessionParties, check_access
+from deskpilot.pilot.access import Caller, check_access
 from deskpilot.pilot.engine import session_parties
 from deskpilot.pilot.errors import BranchClosed, BranchNotFound
 from deskpilot.pilot.lifecycle import Action, SessionStatus, check_escalation_target, check_pickup, transition
@@ -78,6 +78,7 @@ TITLE_WAIT_S: Final = 2.0
 # How long a message's commit waits for its model request to be on the wire (a new TLS connection can take
 # longer: the commit then goes first).
 SEND_WAIT_S: Final = 0.05
+_BUSY: Final = "This chat is still answering the previous message; wait for it to finish"
 SUGGESTED_FLOWS: Final = 3
 SIMILAR_SESSIONS: Final = 3
 TEMPLATES_IN_PROMPT: Final = 10
@@ -438,7 +439,7 @@ async def _close_stale_turn(db: AsyncSession, streams: TurnStreams, session_id: 
 async def _check_not_busy(db: AsyncSession, streams: TurnStreams, session_id: uuid.UUID) -> None:
     """SS-043's THREAD_BUSY unless the running turn was cut off: then it is closed and the new turn may start."""
     if await _running_turn(db, session_id) is not None and not await _close_stale_turn(db, streams, session_id):
-        raise ThreadBusy("This chat is still answering the previous message; wait for it to finish")
+        raise ThreadBusy(_BUSY)
 
 
 def _new_message(session: PilotSession, branch_id: uuid.UUID | None, role: str, content: str) -> SessionMessage:
@@ -469,7 +470,7 @@ async def _open_turn(
         await db.commit()
     except (IntegrityError, StaleDataError):
         await db.rollback()
-        raise ThreadBusy("This chat is still answering the previous message; wait for it to finish") from None
+        raise ThreadBusy(_BUSY) from None
     return turn, user, assistant
 
 
@@ -525,8 +526,7 @@ async def send_message(
     head = (await conn.execute(_MESSAGE_HEAD, {"session_id": session_id, "account_id": caller.account_id})).first()
     if head is None or head.kind != CHAT:
         raise ChatSessionNotFound("Chat session not found")
-    check_access(caller, SessionParties(owner_id=head.user_id, team_id=head.team_id, status=head.status,
-                                        escalated_to_id=head.escalated_to_id, picked_up_by_id=head.picked_up_by_id))
+    check_access(caller, session_parties(head))
     if head.status not in (SessionStatus.ACTIVE, SessionStatus.PAUSED):
         raise CannotSend(f"Cannot send messages to a {head.status} session")
     deps.llm.model_for(Purpose.CHAT)  # no provider for chat: a 503 before anything is stored
@@ -562,18 +562,17 @@ async def send_message(
         if context.knowledge is not None:
             await asyncio.wait({sent, task}, timeout=SEND_WAIT_S, return_when=asyncio.FIRST_COMPLETED)
         await commit_writes(db, _turn_writes(caller, head, plan, user_id, stored_text))
-    except (IntegrityError, WriteConflict):
+    except BaseException as error:
+        # Nothing of the turn was stored: it ends without output.
         gate.settle(False)
         task.cancel()
         deps.streams.discard(plan.turn_id)
+        if not isinstance(error, IntegrityError | WriteConflict):
+            raise
+        # Another turn holds the session (the running-turn index, or the session's version moved).
         if await _close_stale_turn(db, deps.streams, session_id):
             return await send_message(db, deps, caller, session_id, message)
-        raise ThreadBusy("This chat is still answering the previous message; wait for it to finish") from None
-    except BaseException:
-        gate.settle(False)
-        task.cancel()
-        deps.streams.discard(plan.turn_id)
-        raise
+        raise ThreadBusy(_BUSY) from None
     # The text too: a second tab following this turn (after its own THREAD_BUSY) can show the message.
     _announce(stream, plan, frames.data_part(
         "user-message-id", {"message_id": str(user_id), "turn_id": str(plan.turn_id), "text": stored_text}))

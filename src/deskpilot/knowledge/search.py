@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Float, Uuid, column, delete, func, insert, literal_column, or_, select, table
@@ -13,7 +11,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnClause, ColumnElement
 
 from deskpilot.knowledge import fts
-from deskpilot.knowledge.models import Flow, FlowStatus, ProblemDomain
+from deskpilot.knowledge.matching import Candidate
+from deskpilot.knowledge.models import Flow, FlowStatus
 
 _FTS = table(
     fts.FTS_TABLE,
@@ -28,32 +27,19 @@ _FTS = table(
 _BM25_WEIGHTS = (0.0, 0.0, 4.0, 2.0, 1.0)
 
 
-@dataclass(frozen=True, slots=True)
-class SearchHit:
-    """A flow that matched, with the columns matching scores it by (a whole Flow row carries its definition, which
-    the ORM would parse for every candidate of every session start)."""
-
-    flow_id: uuid.UUID
-    name: str
-    problem_domain: ProblemDomain
-    search_keywords: str
-    search_body: str
-    matched_count: int
-    resolved_count: int
-    last_matched_at: datetime | None
-    rank: float  # the engine's relevance, ≥ 0, higher is better; comparable only within one search
-
-
-_HIT_COLUMNS = (
+# What matching scores a flow by (a whole Flow row carries its definition, which the ORM would parse for every
+# candidate of every session start).
+_CANDIDATE_COLUMNS = (
     Flow.id, Flow.name, Flow.problem_domain, Flow.search_keywords, Flow.search_body, Flow.matched_count,
     Flow.resolved_count, Flow.last_matched_at,
 )
 
 
-def _hit(row: Sequence[Any], rank: float) -> SearchHit:
-    flow_id, name, domain, keywords, body, matched, resolved, last_matched = row[: len(_HIT_COLUMNS)]
-    return SearchHit(flow_id=flow_id, name=name, problem_domain=domain, search_keywords=keywords, search_body=body,
-                     matched_count=matched, resolved_count=resolved, last_matched_at=last_matched, rank=rank)
+def _candidate(row: Sequence[Any], rank: float) -> Candidate:
+    flow_id, name, domain, keywords, body, matched, resolved, last_matched = row[: len(_CANDIDATE_COLUMNS)]
+    return Candidate(flow_id=flow_id, name=name, problem_domain=domain, key_text=f"{name}\n{keywords}",
+                     body_text=body, rank=rank, matched_count=matched, resolved_count=resolved,
+                     last_matched_at=last_matched)
 
 
 def dialect_of(session: AsyncSession) -> str:
@@ -81,7 +67,7 @@ async def search_flows(
     statuses: Sequence[FlowStatus] = (FlowStatus.APPROVED,),
     team_id: uuid.UUID | None = None,
     limit: int = 20,
-) -> list[SearchHit]:
+) -> list[Candidate]:
     """Flows whose text contains any of `words` (already cleaned by matching.query_words), best first."""
     if not words:
         return []
@@ -96,13 +82,13 @@ async def search_flows(
 async def _search_sqlite(
     session: AsyncSession, account_id: uuid.UUID, words: Sequence[str], filters: list[ColumnElement[bool]],
     limit: int,
-) -> list[SearchHit]:
+) -> list[Candidate]:
     # Words are letters and digits only, so quoting each one is enough to keep FTS5 syntax out.
     match = " OR ".join(f'"{w}"' for w in words)
     fts_table: ColumnClause[Any] = literal_column(fts.FTS_TABLE)
     rank = func.bm25(fts_table, *_BM25_WEIGHTS, type_=Float)
     stmt = (
-        select(*_HIT_COLUMNS, rank.label("rank"))
+        select(*_CANDIDATE_COLUMNS, rank.label("rank"))
         .select_from(_FTS)
         .join(Flow, Flow.id == _FTS.c.flow_id)
         .where(fts_table.op("MATCH")(match), _FTS.c.account_id == account_id, *filters)
@@ -111,20 +97,20 @@ async def _search_sqlite(
     )
     rows = (await session.execute(stmt)).all()
     # bm25 is negative, more negative for better matches.
-    return [_hit(row, max(0.0, -float(row[-1]))) for row in rows]
+    return [_candidate(row, max(0.0, -float(row[-1]))) for row in rows]
 
 
 async def _search_postgresql(
     session: AsyncSession, words: Sequence[str], filters: list[ColumnElement[bool]], limit: int
-) -> list[SearchHit]:
+) -> list[Candidate]:
     vector: ColumnClause[Any] = literal_column(f"({fts.PG_SEARCH_VECTOR})")
     query = func.to_tsquery(literal_column("'english'"), " | ".join(words))
     rank = func.ts_rank(vector, query, type_=Float)
     stmt = (
-        select(*_HIT_COLUMNS, rank.label("rank"))
+        select(*_CANDIDATE_COLUMNS, rank.label("rank"))
         .where(vector.op("@@")(query), *filters)
         .order_by(rank.desc(), Flow.name)
         .limit(limit)
     )
     rows = (await session.execute(stmt)).all()
-    return [_hit(row, max(0.0, float(row[-1]))) for row in rows]
+    return [_candidate(row, max(0.0, float(row[-1]))) for row in rows]

@@ -416,16 +416,8 @@ async def find_matches(
     for the flow a session actually uses.
     """
     words = matching.query_words(text)
-    hits = await search.search_flows(session, account_id=account_id, words=words, team_id=team_id,
-                                     limit=max(limit * CANDIDATES_PER_MATCH, MIN_CANDIDATES))
-    candidates = [
-        matching.Candidate(
-            flow_id=h.flow_id, name=h.name, problem_domain=h.problem_domain,
-            key_text=f"{h.name}\n{h.search_keywords}", body_text=h.search_body, rank=h.rank,
-            matched_count=h.matched_count, resolved_count=h.resolved_count, last_matched_at=h.last_matched_at,
-        )
-        for h in hits
-    ]
+    candidates = await search.search_flows(session, account_id=account_id, words=words, team_id=team_id,
+                                           limit=max(limit * CANDIDATES_PER_MATCH, MIN_CANDIDATES))
     scored = matching.score_candidates(candidates, text, _domain(problem_domain), now or utcnow(), limit)
     return [FlowMatch(flow_id=s.flow_id, name=s.name, score=s.score, reasons=s.reasons) for s in scored]
 

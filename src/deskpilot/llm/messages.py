@@ -149,7 +149,7 @@ class RequestParams:
     tools: tuple[ToolDefinition, ...] = ()
     output: OutputSchema | None = None
     # Called once the request is on its way: when its body is written, where the transport can tell (OpenAI-
-    # compatible over httpx), else just before it is sent. A caller can then do other work while the model reads.
+    # compatible over aiohttp), else just before it is sent. A caller can then do other work while the model reads.
     on_sent: Callable[[], None] | None = None
     # How many times a FallbackModel may move on to the next model (None: down the whole chain).
     max_fallbacks: int | None = None

@@ -277,7 +277,7 @@ def _chunk(data: bytes, model: str) -> dict[str, Any]:
 
 
 def _status_error(status: int, content: bytes, headers: Mapping[str, str], model: str) -> ProviderError:
-    """The error for a refused streaming request, with the provider's message as the SDK would show it."""
+    """The error for a refused request (streamed or not), with the provider's message as the SDK would show it."""
     try:
         body = json.loads(content)
     except ValueError:

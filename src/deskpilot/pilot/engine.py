@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any, Final
 
 import httpx
-from sqlalchemy import ColumnElement, CompoundSelect, CursorResult, bindparam, null, or_, select, update
+from sqlalchemy import ColumnElement, CompoundSelect, CursorResult, Row, bindparam, null, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm.attributes import set_committed_value
@@ -109,8 +109,9 @@ def _conversation_chars(history: tuple[Message, ...]) -> int:
 # --- loading and views ----------------------------------------------------------------------
 
 
-def session_parties(session: PilotSession) -> SessionParties:
-    """The session fields the FP-033 access rule reads (guided sessions and chats alike)."""
+def session_parties(session: PilotSession | Row[Any]) -> SessionParties:
+    """The session fields the FP-033 access rule reads (guided sessions and chats alike), from the loaded session
+    or from a row of a read that selected those columns by name."""
     return SessionParties(
         owner_id=session.user_id, team_id=session.team_id, status=session.status,
         escalated_to_id=session.escalated_to_id, picked_up_by_id=session.picked_up_by_id,
@@ -273,8 +274,16 @@ def keep_conversation(
     if step.seq != session.message_seq or step.branch_id != branch_id or step.is_fork_point:
         cache.forget(session.id)
         return
-    entry = Message.assistant(reply_json(step.content, step.reasoning, step.context_message, step.confidence))
+    entry = step_entry(step.content, step.reasoning, step.context_message, step.confidence)
     cache.put(session.id, session.message_seq, branch_id, (*history, entry))
+
+
+def step_entry(
+    content: Mapping[str, Any], reasoning: str | None, context_message: str | None, confidence: float | None
+) -> Message:
+    """A step as the conversation's assistant entry: its compact `StepReply` JSON (the history and the kept
+    conversation both build it here, so they agree)."""
+    return Message.assistant(reply_json(content, reasoning, context_message, confidence))
 
 
 def history_entries(rows: Iterable[Sequence[Any]], limits: Mapping[uuid.UUID | None, int]) -> list[Message]:
@@ -291,7 +300,7 @@ def history_entries(rows: Iterable[Sequence[Any]], limits: Mapping[uuid.UUID | N
             continue
         limit = limits.get(branch_id)
         if seq is not None and (limit is None or seq <= limit):
-            entries.append((seq, Message.assistant(reply_json(content, reasoning, context_message, confidence))))
+            entries.append((seq, step_entry(content, reasoning, context_message, confidence)))
         if response_seq is not None and (limit is None or response_seq <= limit):
             entries.append((response_seq, Message.user(answer_text(content, {
                 "selected_option": selected_option, "free_text_input": free_text_input, "was_skipped": was_skipped,

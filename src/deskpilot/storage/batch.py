@@ -1,4 +1,4 @@
-"""Explicit units of work: Core writes committed together, in one thread round trip on SQLite."""
+"""Explicit units of work: Core writes committed together, in one step of the connection on SQLite."""
 
 from __future__ import annotations
 
@@ -111,7 +111,7 @@ def _compiled(statement: Executable, dialect: Dialect) -> _Compiled:
 
 
 def _apply(conn: sqlite3.Connection, prepared: list[tuple[str, tuple[Any, ...], bool]]) -> int | None:
-    """In the connection's thread: run the unit, commit it; the index of a compare-and-set that lost, rolled back."""
+    """Run the unit on the SQLite connection and commit it; the index of a compare-and-set that lost, rolled back."""
     try:
         for index, (sql, parameters, expect_one) in enumerate(prepared):
             cursor = conn.execute(sql, parameters)
@@ -143,11 +143,11 @@ def _check_scope(db: AsyncSession, writes: Sequence[Write]) -> None:
 async def commit_writes(db: AsyncSession, writes: Sequence[Write]) -> None:
     """Execute `writes` in order and commit them with whatever the session's transaction holds.
 
-    On SQLite the statements run in the connection's thread at once (one round trip for the unit); elsewhere one
-    by one. A compare-and-set that changes no row rolls everything back and raises `WriteConflict`; a failed
-    statement (a unique index, say) rolls everything back and raises, on every database alike, so the session is
-    usable afterwards. The session must have no pending ORM changes: they would be flushed after these
-    statements, in a transaction of their own.
+    On SQLite the statements run as one step of the connection (`OneHopConnection.run`: on the event loop when
+    safe, else one round trip to its thread); elsewhere one by one. A compare-and-set that changes no row rolls
+    everything back and raises `WriteConflict`; a failed statement (a unique index, say) rolls everything back
+    and raises, on every database alike, so the session is usable afterwards. The session must have no pending
+    ORM changes: they would be flushed after these statements, in a transaction of their own.
     """
     _check_scope(db, writes)
     conn = await db.connection()
