@@ -12,6 +12,7 @@ from sqlalchemy import select, update
 from deskpilot.events.models import AuditEvent
 from deskpilot.identity.models import Account, Team
 from deskpilot.storage import Database, UnscopedQueryError, migrations
+from deskpilot.storage.tenancy import SCOPE_PARAM, scoped
 
 
 @pytest.fixture
@@ -96,3 +97,59 @@ async def test_timestamps_are_timezone_aware_and_json_round_trips(db: Database) 
         with pytest.raises(Exception, match="naive datetime"):
             await session.flush()
     assert datetime.now(UTC).tzinfo is UTC
+
+
+async def test_one_statement_is_scoped_anew_for_each_account(db: Database) -> None:
+    """The account is a parameter of each execution, not part of the cached statement: a statement built once (with
+    the criteria applied by `scoped` or not) run for A, then B, then A again sees each account's rows only, and a
+    caller's own parameter of that name does not widen the scope."""
+    a, b = await _two_accounts(db)
+    for account, name in ((a, "Desk A"), (b, "Desk B")):
+        async with db.session(account.id) as session:
+            session.add(Team(name=name))
+            await session.commit()
+    for by_name in (select(Team.name).order_by(Team.name), scoped(select(Team.name).order_by(Team.name))):
+        seen = []
+        for account in (a, b, a):
+            async with db.session(account.id) as session:
+                seen.append((await session.scalars(by_name, {SCOPE_PARAM: b.id})).all())
+        assert seen == [["Desk A"], ["Desk B"], ["Desk A"]]
+    # A statement scoped once still needs a scoped session.
+    async with db.unscoped_session() as session:
+        with pytest.raises(UnscopedQueryError):
+            await session.scalars(scoped(select(Team.name)))
+
+
+async def test_bulk_update_by_primary_key_is_refused_on_tenant_tables(db: Database) -> None:
+    """Rows matched by id alone (ORM bulk UPDATE by primary key) escape loader criteria: refused, nothing
+    changed, in either account."""
+    a, b = await _two_accounts(db)
+    async with db.session(b.id) as session:
+        theirs = Team(name="Theirs")
+        session.add(theirs)
+        await session.commit()
+    async with db.session(a.id) as session:
+        ours = Team(name="Ours")
+        session.add(ours)
+        await session.commit()
+        with pytest.raises(UnscopedQueryError, match="bulk UPDATE by primary key"):
+            await session.execute(
+                update(Team), [{"id": ours.id, "name": "Ours 2"}, {"id": theirs.id, "name": "Taken"}]
+            )
+        await session.rollback()
+    async with db.system_session() as session:
+        names = {t.name for t in (await session.scalars(select(Team))).all()}
+    assert names == {"Ours", "Theirs"}
+
+
+async def test_an_orm_update_keeps_the_loaded_objects_in_step(db: Database) -> None:
+    """An ORM UPDATE in a scoped session updates the objects the session holds (its WHERE, tenant criteria
+    included, is evaluated on them): a later flush of the object is not stale."""
+    a, _ = await _two_accounts(db)
+    async with db.session(a.id) as session:
+        team = Team(name="Desk")
+        session.add(team)
+        await session.commit()
+        await session.execute(update(Team).where(Team.id == team.id).values(name="Renamed"))
+        assert team.name == "Renamed"
+        await session.commit()

@@ -2,7 +2,7 @@
 
 from deskpilot.storage.base import Base, JSONDocument, TenantMixin, TimestampMixin, UTCDateTime, UUIDPrimaryKey, utcnow
 from deskpilot.storage.engine import Database
-from deskpilot.storage.tenancy import ALL_ACCOUNTS, UnscopedQueryError
+from deskpilot.storage.tenancy import ALL_ACCOUNTS, UnscopedQueryError, scoped
 
 __all__ = [
     "ALL_ACCOUNTS",
@@ -14,5 +14,6 @@ __all__ = [
     "UTCDateTime",
     "UUIDPrimaryKey",
     "UnscopedQueryError",
+    "scoped",
     "utcnow",
 ]

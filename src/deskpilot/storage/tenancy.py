@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import uuid
-from typing import Any, Final
+from collections.abc import Mapping
+from typing import Any, Final, TypeVar
 
-from sqlalchemy import event
+from sqlalchemy import bindparam, event
 from sqlalchemy.orm import ORMExecuteState, Session, with_loader_criteria
+from sqlalchemy.sql import Executable
+from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.sql.selectable import GenerativeSelect
 
 from deskpilot.errors import DeskpilotError
 from deskpilot.storage.base import TenantMixin
@@ -45,9 +49,47 @@ def _scope_statement(state: ORMExecuteState) -> None:
             raise UnscopedQueryError("query on a tenant-owned table from a session without an account scope")
         return
     account_id: uuid.UUID = scope
-    state.statement = state.statement.options(
-        with_loader_criteria(TenantMixin, lambda cls: cls.account_id == account_id, include_aliases=True)
-    )
+    parameters = state.parameters
+    if not isinstance(parameters, Mapping | None):
+        # An ORM bulk UPDATE by primary key (a list of rows) matches rows by id alone: loader criteria do not
+        # reach it, so it could change another account's rows. Refused on tenant-owned tables.
+        if _touches_tenant_table(state):
+            raise UnscopedQueryError(
+                "a bulk UPDATE by primary key cannot be scoped to an account; use update().where(...) per row"
+            )
+        return
+    if not state.is_select:
+        # An ORM UPDATE or DELETE syncs the session's objects by evaluating its WHERE in Python, which sees a bound
+        # parameter's value only when the statement carries it: the account goes into the criteria.
+        state.statement = state.statement.options(
+            with_loader_criteria(TenantMixin, lambda cls: cls.account_id == account_id, include_aliases=True)
+        )
+        return
+    # The caller's own parameter of this name, if any, is overwritten: it cannot widen the scope.
+    state.parameters = {**(parameters or {}), SCOPE_PARAM: account_id}
+    if not any(option is _SCOPE_CRITERIA for option in state.statement._with_options):
+        state.statement = state.statement.options(_SCOPE_CRITERIA)
+
+
+SCOPE_PARAM: Final = "deskpilot_account_scope"
+# SELECTs only: an UPDATE or DELETE carries the account in its criteria (see `_scope_statement`).
+_Statement = TypeVar("_Statement", bound=Executable)
+# One criteria object for every account: the account is a bound parameter of each execution, so the statement's
+# cache key is the same for all accounts and nothing of the criteria is rebuilt or re-analysed per statement (a
+# lambda closing over the account cost about a fifth of a small query's time).
+_SCOPE_ACCOUNT: Final[BindParameter[uuid.UUID]] = bindparam(SCOPE_PARAM)
+_SCOPE_CRITERIA: Final = with_loader_criteria(
+    TenantMixin, lambda cls: cls.account_id == _SCOPE_ACCOUNT, include_aliases=True, track_closure_variables=False
+)
+
+
+def scoped(statement: _Statement) -> _Statement:
+    """A SELECT with the tenant criteria applied once, for a statement built once and run often: each execution
+    then only binds the account, and SQLAlchemy reuses the statement's cache key instead of computing the key of a
+    fresh copy (a tenth of a small query's CPU)."""
+    if not isinstance(statement, GenerativeSelect):
+        raise TypeError(f"only a SELECT is scoped once, not {type(statement).__name__}")
+    return statement.options(_SCOPE_CRITERIA)
 
 
 @event.listens_for(Session, "before_flush")
