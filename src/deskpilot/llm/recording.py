@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import uuid
 from collections import OrderedDict
@@ -12,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Final, Protocol
 
+import orjson
 from pydantic import BaseModel
 from pydantic_core import to_json
 from sqlalchemy import bindparam, event, select
@@ -113,7 +113,11 @@ class MemoryRecorder:
 def record_row(call: CallRecord) -> LLMCall:
     """The self-contained `llm_calls` row of one exchange (all messages inline), for a caller to add to its own
     session (needs `account_id`). The SQL recorder stores rows compactly instead (`CallLog`)."""
-    return _row(call, call.messages_json(), prompt_sha256=None, prefix=None)
+    # Imported here so that importing deskpilot.llm alone does not put llm_calls (and its foreign key to
+    # accounts) into Base.metadata; deskpilot.all_models imports the table for migrations.
+    from deskpilot.llm.models import LLMCall
+
+    return LLMCall(**_row(call, call.messages_json(), prompt_sha256=None, prefix=None))
 
 
 def _row(
@@ -122,11 +126,9 @@ def _row(
     *,
     prompt_sha256: str | None,
     prefix: _Thread | None,
-) -> LLMCall:
-    # Imported here so that importing deskpilot.llm alone does not put llm_calls (and its foreign key to
-    # accounts) into Base.metadata; deskpilot.all_models imports the table for migrations.
-    from deskpilot.llm.models import LLMCall
-
+) -> dict[str, Any]:
+    """The values of every column of the call's `llm_calls` row (a Core insert takes them as they are; the ORM
+    path builds an object of them)."""
     if call.account_id is None:
         raise ValueError(f"LLM call {call.id} has no account; it has no llm_calls row")
     context = call.context
@@ -137,34 +139,34 @@ def _row(
         # The reply is kept once: `parsed` is left out when it is `raw_output` validated, that is when the
         # fields the model set are exactly the reply's (no coercion), the rest being the type's defaults.
         try:
-            parsed_from_output = json.loads(raw_output) == call.parsed.model_dump(mode="json", exclude_unset=True)
+            parsed_from_output = orjson.loads(raw_output) == call.parsed.model_dump(mode="json", exclude_unset=True)
         except ValueError:
             parsed_from_output = False
         if parsed_from_output:
             parsed = None
-    return LLMCall(
-        id=call.id,
-        account_id=call.account_id,
-        created_at=call.created_at,
-        purpose=call.purpose,
-        model=call.model,
-        fallback_used=call.fallback_used,
-        messages=messages,
-        prompt_sha256=prompt_sha256,
-        prefix_call_id=None if prefix is None else prefix.call_id,
-        prefix_len=None if prefix is None else prefix.length,
-        raw_output=raw_output,
-        parsed=parsed,
-        parsed_from_output=parsed_from_output,
-        error=call.error,
-        error_code=call.error_code,
-        input_tokens=call.input_tokens,
-        output_tokens=call.output_tokens,
-        latency_ms=round(call.latency_ms),
-        client_id=context.client_id if context else None,
-        subject_type=context.subject_type if context else None,
-        subject_id=str(context.subject_id) if context and context.subject_id is not None else None,
-    )
+    return {
+        "id": call.id,
+        "account_id": call.account_id,
+        "created_at": call.created_at,
+        "purpose": call.purpose,
+        "model": call.model,
+        "fallback_used": call.fallback_used,
+        "messages": messages,
+        "prompt_sha256": prompt_sha256,
+        "prefix_call_id": None if prefix is None else prefix.call_id,
+        "prefix_len": None if prefix is None else prefix.length,
+        "raw_output": raw_output,
+        "parsed": parsed,
+        "parsed_from_output": parsed_from_output,
+        "error": call.error,
+        "error_code": call.error_code,
+        "input_tokens": call.input_tokens,
+        "output_tokens": call.output_tokens,
+        "latency_ms": round(call.latency_ms),
+        "client_id": context.client_id if context else None,
+        "subject_type": context.subject_type if context else None,
+        "subject_id": str(context.subject_id) if context and context.subject_id is not None else None,
+    }
 
 
 # --- compact storage -------------------------------------------------------------------------
@@ -190,7 +192,8 @@ class _Thread:
 class Batch:
     """Compact rows for some records, with what to remember once the transaction holding them commits."""
 
-    rows: list[LLMCall]
+    # Column values of each `llm_calls` row.
+    rows: list[dict[str, Any]]
     prompts: dict[_PromptKey, str]
     threads: dict[_ThreadKey, tuple[_Thread, ...]]
 
@@ -271,8 +274,8 @@ class CallLog:
             self._threads.popitem(last=False)
         # Prompts used by this batch but already known stay recent too.
         for row in batch.rows:
-            if row.prompt_sha256 is not None:
-                key = (row.account_id, row.prompt_sha256)
+            if row["prompt_sha256"] is not None:
+                key = (row["account_id"], row["prompt_sha256"])
                 if key in self._prompts:
                     self._prompts.move_to_end(key)
 
@@ -323,8 +326,7 @@ def batch_writes(dialect: str, batch: Batch) -> list[Write]:
             Write(statement, {"account_id": account_id, "sha256": sha256, "content": content, "created_at": now})
             for (account_id, sha256), content in batch.prompts.items()
         ]
-    columns = [c.key for c in LLMCall.__table__.c]
-    writes += [insert_row(LLMCall, {name: getattr(row, name) for name in columns}) for row in batch.rows]
+    writes += [insert_row(LLMCall, row) for row in batch.rows]
     return writes
 
 
@@ -333,7 +335,9 @@ def add_batch(session: AsyncSession, batch: Batch) -> None:
     if batch.prompts:
         pending: dict[_PromptKey, str] = session.info.setdefault(_PROMPTS_KEY, {})
         pending.update(batch.prompts)
-    session.add_all(batch.rows)
+    from deskpilot.llm.models import LLMCall
+
+    session.add_all([LLMCall(**row) for row in batch.rows])
 
 
 @event.listens_for(Session, "before_flush")
