@@ -20,6 +20,19 @@ def test_cookie_round_trip_and_tamper() -> None:
     assert SessionSigner("other" * 8, max_age_s=60).read(cookie) is None
 
 
+def test_cookie_carries_the_session_epoch_and_older_cookies_read_as_epoch_0() -> None:
+    signer = SessionSigner("k" * 32, max_age_s=60)
+    user, account = uuid.uuid4(), uuid.uuid4()
+    issued = signer.read(signer.issue(user, account, epoch=3))
+    assert issued is not None
+    assert issued.epoch == 3
+    # A cookie from before epochs existed (no "e"): still valid for a user who never signed out since.
+    legacy = signer._serializer.dumps({"u": str(user), "a": str(account), "n": "nonce"})
+    read = signer.read(legacy)
+    assert read is not None
+    assert read.epoch == 0
+
+
 def test_csrf_token_is_bound_to_the_session() -> None:
     signer = SessionSigner("k" * 32, max_age_s=60)
     first = signer.read(signer.issue(uuid.uuid4(), uuid.uuid4()))

@@ -224,3 +224,79 @@ async def test_static_assets_are_served(client: httpx.AsyncClient) -> None:
     assert (await client.get("/static/js/console.js")).status_code == 200
     page = await client.get("/login")
     assert "/static/css/console.css?v=" in page.text
+
+
+def _session_cookie(client: httpx.AsyncClient, app_state: AppState) -> str:
+    value = client.cookies.get(app_state.settings.security.session_cookie)
+    assert value
+    return value
+
+
+async def _signed_in(client: httpx.AsyncClient, app_state: AppState, cookie: str) -> bool:
+    """Whether `cookie` (from any browser) still opens the console."""
+    client.cookies.clear()
+    client.cookies.set(app_state.settings.security.session_cookie, cookie)
+    return (await client.get("/")).status_code == 200
+
+
+async def test_sign_out_voids_every_console_cookie_of_the_user(
+    client: httpx.AsyncClient, tenant_a: Tenant, app_state: AppState
+) -> None:
+    """A copied cookie is useless after sign-out, and so is the user's other browser; other users stay in."""
+    await login(client, Role.ENGINEER)
+    other_browser = _session_cookie(client, app_state)
+    await login(client, Role.LEAD)
+    colleague = _session_cookie(client, app_state)
+    csrf = await login(client, Role.ENGINEER)
+    this_browser = _session_cookie(client, app_state)
+    assert (await client.post("/logout", data={"csrf_token": csrf})).status_code == 303
+    assert not await _signed_in(client, app_state, this_browser)
+    assert not await _signed_in(client, app_state, other_browser)
+    assert await _signed_in(client, app_state, colleague)
+    # Signing in again works, with a cookie of the new epoch.
+    await login(client, Role.ENGINEER)
+    assert await _signed_in(client, app_state, _session_cookie(client, app_state))
+
+
+async def test_a_new_password_signs_out_other_browsers_but_not_this_one(
+    client: httpx.AsyncClient, tenant_a: Tenant, app_state: AppState
+) -> None:
+    await login(client, Role.ADMIN)
+    other_browser = _session_cookie(client, app_state)
+    csrf = await login(client, Role.ADMIN)
+    changed = await client.post("/settings/profile/password", data={
+        "csrf_token": csrf, "current_password": PASSWORD, "new_password": "a-brand-new-passphrase",
+        "confirm_password": "a-brand-new-passphrase",
+    })
+    assert changed.status_code == 303
+    assert (await client.get(changed.headers["location"])).status_code == 200
+    this_browser = _session_cookie(client, app_state)
+    assert not await _signed_in(client, app_state, other_browser)
+    assert await _signed_in(client, app_state, this_browser)
+
+
+async def test_repeated_wrong_passwords_pause_sign_in_for_that_email(
+    client: httpx.AsyncClient, tenant_a: Tenant, app_state: AppState
+) -> None:
+    """After LOGIN_FAILURES_ALLOWED wrong passwords within the window even the right one is refused (429, with
+    Retry-After), other users are unaffected, and the pause ends when the failures age out of the window."""
+    for _ in range(identity.LOGIN_FAILURES_ALLOWED):
+        wrong = await client.post("/login", data={"email": email_of(Role.LEAD), "password": "wrong-password!"})
+        assert wrong.status_code == 401
+    paused = await client.post("/login", data={"email": email_of(Role.LEAD), "password": PASSWORD})
+    assert paused.status_code == 429
+    assert "Too many wrong passwords for this address: try again in 15 minutes." in paused.text
+    assert 840 < int(paused.headers["retry-after"]) <= 900
+    assert "set-cookie" not in paused.headers
+    # The refused attempt is not one more failure.
+    async with app_state.db.session(tenant_a.account_id) as session:
+        failures = await audit.list_events(session, action=identity.LOGIN_FAILED_ACTION)
+    assert len(failures) == identity.LOGIN_FAILURES_ALLOWED
+    assert (await client.post("/login", data={"email": email_of(Role.ENGINEER), "password": PASSWORD})).status_code \
+        == 303
+
+    async with app_state.db.session(tenant_a.account_id) as session:
+        for event in await audit.list_events(session, action=identity.LOGIN_FAILED_ACTION):
+            event.created_at -= identity.LOGIN_FAILURE_WINDOW
+        await session.commit()
+    assert (await client.post("/login", data={"email": email_of(Role.LEAD), "password": PASSWORD})).status_code == 303

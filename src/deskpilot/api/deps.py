@@ -79,7 +79,7 @@ async def principal_from_cookie(state: AppState, cookie: str | None) -> Principa
         return None
     async with state.db.session(console.account_id) as session:
         user = await session.get(User, console.user_id)
-    if user is None or not user.is_active:
+    if user is None or not user.is_active or user.session_epoch != console.epoch:
         return None
     return Principal(
         user_id=user.id, account_id=user.account_id, email=user.email, name=user.name, role=Role(user.role),

@@ -1,10 +1,16 @@
 """Errors raised by the identity domain."""
 
-from deskpilot.errors import AuthenticationRequired, Conflict, NotFound, ValidationFailed
+from deskpilot.errors import AuthenticationRequired, Conflict, LimitExceeded, NotFound, ValidationFailed
 
 
 class InvalidCredentials(AuthenticationRequired):
     code = "invalid_credentials"
+
+
+class TooManyFailedLogins(LimitExceeded):
+    """Sign-ins for one email are paused after repeated wrong passwords; `extra["retry_after_s"]` says how long."""
+
+    code = "too_many_failed_logins"
 
 
 class EmailTaken(Conflict):

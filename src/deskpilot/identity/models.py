@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from enum import StrEnum
 
-from sqlalchemy import Boolean, Enum, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import Boolean, Enum, ForeignKey, Index, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from deskpilot.storage import Base, TenantMixin, TimestampMixin, UUIDPrimaryKey
@@ -71,6 +71,9 @@ class User(UUIDPrimaryKey, TimestampMixin, TenantMixin, Base):
     )
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     last_login_at: Mapped[datetime | None] = mapped_column(default=None)
+    # Console cookies carry the epoch they were issued in; raising it (sign-out, a new password) ends every
+    # console session of the user at once, whichever process serves the next request.
+    session_epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class ApiToken(UUIDPrimaryKey, TimestampMixin, TenantMixin, Base):

@@ -5,17 +5,20 @@ Functions take an account-scoped AsyncSession and do not commit: the caller owns
 
 from __future__ import annotations
 
+import math
 import re
 import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Final
 
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from deskpilot.errors import NotFound
 from deskpilot.events import audit
+from deskpilot.events.models import AuditEvent
 from deskpilot.identity.errors import (
     ClientNotFound,
     EmailTaken,
@@ -24,6 +27,7 @@ from deskpilot.identity.errors import (
     NameTaken,
     TeamNotFound,
     TokenNotFound,
+    TooManyFailedLogins,
     UserNotFound,
     WeakPassword,
 )
@@ -188,7 +192,40 @@ async def set_password(session: AsyncSession, user_id: uuid.UUID, password: str)
     _check_password(password)
     user = await get_user(session, user_id)
     user.password_hash = hash_password(password)
+    # Whoever signed in with the old password is signed out.
+    user.session_epoch += 1
     await session.flush()
+
+
+async def end_console_sessions(session: AsyncSession, user_id: uuid.UUID) -> None:
+    """Sign the user out of every console session (every browser): their cookies name an older epoch."""
+    user = await get_user(session, user_id)
+    user.session_epoch += 1
+    await session.flush()
+
+
+# Wrong passwords for one email within the window, after which its sign-ins pause until the oldest of them ages out.
+LOGIN_FAILURES_ALLOWED: Final = 5
+LOGIN_FAILURE_WINDOW: Final = timedelta(minutes=15)
+LOGIN_FAILED_ACTION: Final = "user.login_failed"
+
+
+async def _login_pause(session: AsyncSession, user: User, now: datetime) -> timedelta | None:
+    """How long the user's sign-ins stay paused, or None. Failures are the audit log's `user.login_failed`
+    events, so every process sees the same count."""
+    failures = (await session.scalars(
+        select(AuditEvent.created_at)
+        .where(
+            AuditEvent.account_id == user.account_id, AuditEvent.resource_type == "user",
+            AuditEvent.resource_id == str(user.id), AuditEvent.action == LOGIN_FAILED_ACTION,
+            AuditEvent.created_at >= now - LOGIN_FAILURE_WINDOW,
+        )
+        .order_by(AuditEvent.created_at.desc())
+        .limit(LOGIN_FAILURES_ALLOWED)
+    )).all()
+    if len(failures) < LOGIN_FAILURES_ALLOWED:
+        return None
+    return failures[-1] + LOGIN_FAILURE_WINDOW - now
 
 
 async def authenticate_password(session: AsyncSession, email: str, password: str) -> User:
@@ -197,6 +234,14 @@ async def authenticate_password(session: AsyncSession, email: str, password: str
     if user is None or not user.password_hash or not user.is_active:
         verify_password(DUMMY_HASH, password)
         raise InvalidCredentials("email or password is wrong")
+    pause = await _login_pause(session, user, utcnow())
+    if pause is not None:
+        # Refused before the password is checked: guessing on cannot tell a right password from a wrong one.
+        minutes = max(1, math.ceil(pause.total_seconds() / 60))
+        raise TooManyFailedLogins(
+            f"Too many wrong passwords for this address: try again in {minutes} minute{'s' if minutes > 1 else ''}",
+            extra={"retry_after_s": max(1, math.ceil(pause.total_seconds()))},
+        )
     if not verify_password(user.password_hash, password):
         raise InvalidCredentials("email or password is wrong")
     user.last_login_at = utcnow()

@@ -16,6 +16,8 @@ class ConsoleSession:
     user_id: uuid.UUID
     account_id: uuid.UUID
     nonce: str
+    # The user's `session_epoch` when the cookie was issued: the cookie is void once the user's epoch moved on.
+    epoch: int = 0
 
 
 class SessionSigner:
@@ -24,14 +26,15 @@ class SessionSigner:
         self._csrf_key = hashlib.sha256(("csrf:" + secret_key).encode()).digest()
         self.max_age_s = max_age_s
 
-    def issue(self, user_id: uuid.UUID, account_id: uuid.UUID) -> str:
-        payload = {"u": str(user_id), "a": str(account_id), "n": secrets.token_urlsafe(16)}
+    def issue(self, user_id: uuid.UUID, account_id: uuid.UUID, epoch: int = 0) -> str:
+        payload = {"u": str(user_id), "a": str(account_id), "n": secrets.token_urlsafe(16), "e": epoch}
         return self._serializer.dumps(payload)
 
     def read(self, cookie: str) -> ConsoleSession | None:
         try:
             data = self._serializer.loads(cookie, max_age=self.max_age_s)
-            return ConsoleSession(user_id=uuid.UUID(data["u"]), account_id=uuid.UUID(data["a"]), nonce=data["n"])
+            return ConsoleSession(user_id=uuid.UUID(data["u"]), account_id=uuid.UUID(data["a"]), nonce=data["n"],
+                                  epoch=int(data.get("e", 0)))
         except (BadSignature, SignatureExpired, KeyError, ValueError, TypeError):
             return None
 

@@ -7,12 +7,12 @@ from dataclasses import dataclass
 from typing import Annotated
 from urllib.parse import quote, urlsplit
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from deskpilot.api.deps import CSRF_HEADER, SAFE_METHODS, Principal, StateDep, principal_from_cookie
 from deskpilot.api.state import AppState
-from deskpilot.identity.models import Role
+from deskpilot.identity.models import Role, User
 
 CSRF_FIELD = "csrf_token"
 
@@ -54,6 +54,15 @@ class Console:
     @property
     def is_htmx(self) -> bool:
         return is_htmx(self.request)
+
+
+def set_session_cookie(response: Response, state: AppState, user: User) -> None:
+    """Sign `user` in on this browser: a console cookie of the user's current session epoch."""
+    security = state.settings.security
+    response.set_cookie(
+        security.session_cookie, state.signer.issue(user.id, user.account_id, user.session_epoch),
+        max_age=security.session_max_age_s, path="/", httponly=True, samesite="lax", secure=security.cookie_secure,
+    )
 
 
 def is_htmx(request: Request) -> bool:

@@ -13,9 +13,9 @@ from deskpilot.api.deps import StateDep, principal_from_cookie
 from deskpilot.api.state import AppState
 from deskpilot.events import audit
 from deskpilot.identity import service as identity
-from deskpilot.identity.errors import InvalidCredentials
+from deskpilot.identity.errors import InvalidCredentials, TooManyFailedLogins
 from deskpilot.identity.models import User
-from deskpilot.web.console import ConsoleDep, safe_next
+from deskpilot.web.console import ConsoleDep, safe_next, set_session_cookie
 from deskpilot.web.rendering import render_public
 
 logger = logging.getLogger(__name__)
@@ -48,7 +48,7 @@ async def _record_failed_login(state: AppState, request: Request, email: str) ->
             logger.info("failed console login for an unknown email")
             return
         audit.record(session, account_id=user.account_id, actor=audit.Actor(None, "login form"),
-                     action="user.login_failed", resource_type="user", resource_id=user.id,
+                     action=identity.LOGIN_FAILED_ACTION, resource_type="user", resource_id=user.id,
                      details={"client": request.client.host if request.client else None},
                      request_id=_request_id(request))
         await session.commit()
@@ -88,18 +88,22 @@ async def submit_login(
         await _record_failed_login(state, request, email)
         return _login_page(request, email=email, next_url=target, status_code=401,
                            error="The email address or password is wrong.")
-    security = state.settings.security
+    except TooManyFailedLogins as e:
+        # Not counted as one more failure: no password was tried, and the pause ends as planned.
+        logger.warning("console sign-in paused for an email after repeated wrong passwords")
+        page = _login_page(request, email=email, next_url=target, status_code=429, error=f"{e.detail}.")
+        page.headers["Retry-After"] = str(e.extra["retry_after_s"])
+        return page
     response = RedirectResponse(target, status_code=303)
-    response.set_cookie(
-        security.session_cookie, state.signer.issue(user.id, user.account_id), max_age=security.session_max_age_s,
-        path="/", httponly=True, samesite="lax", secure=security.cookie_secure,
-    )
+    set_session_cookie(response, state, user)
     return response
 
 
 @router.post("/logout")
 async def submit_logout(console: ConsoleDep) -> Response:
     me = console.principal
+    # The cookie is void everywhere, not just deleted from this browser: a copy of it no longer signs anyone in.
+    await identity.end_console_sessions(console.session, me.user_id)
     audit.record(console.session, account_id=me.account_id, actor=me.actor, action="user.logout",
                  resource_type="user", resource_id=me.user_id, request_id=_request_id(console.request))
     await console.session.commit()

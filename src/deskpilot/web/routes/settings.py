@@ -17,7 +17,7 @@ from deskpilot.identity.models import Role
 from deskpilot.identity.schemas import TeamCreate, TokenCreate, UserCreate
 from deskpilot.security.passwords import MIN_PASSWORD_LENGTH, verify_password
 from deskpilot.storage import utcnow
-from deskpilot.web.console import Console, ConsoleDep
+from deskpilot.web.console import Console, ConsoleDep, set_session_cookie
 from deskpilot.web.rendering import render, render_fragment
 
 router = APIRouter(prefix="/settings", include_in_schema=False)
@@ -102,7 +102,10 @@ async def submit_password(
         return await _profile_page(console, status_code=e.status, error=readable(e))
     _audit(console, "user.password_change", "user", user.id)
     await console.session.commit()
-    return _redirect("/settings/profile", "password-changed")
+    # A new password signs the user out everywhere else; this browser gets a cookie of the new epoch.
+    response = _redirect("/settings/profile", "password-changed")
+    set_session_cookie(response, console.state, user)
+    return response
 
 
 # --- team and users -------------------------------------------------------------------------
