@@ -16,12 +16,14 @@ branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
 
+# Plain ALTER TABLE on every database (SQLite has ADD and DROP COLUMN): a batch "move and copy" of `users` on
+# SQLite would drop the table, and its ON DELETE CASCADE foreign keys would take every user's sessions with it.
+
+
 def upgrade() -> None:
     # Existing cookies carry no epoch and count as epoch 0: they stay valid until the user's next sign-out.
-    with op.batch_alter_table("users") as batch:
-        batch.add_column(sa.Column("session_epoch", sa.Integer(), server_default="0", nullable=False))
+    op.add_column("users", sa.Column("session_epoch", sa.Integer(), server_default="0", nullable=False))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("users") as batch:
-        batch.drop_column("session_epoch")
+    op.drop_column("users", "session_epoch")

@@ -6,7 +6,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Coroutine
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar
 
 import typer
 from rich.console import Console
@@ -18,6 +18,9 @@ from deskpilot.cli.knowledge import knowledge_app
 from deskpilot.cli.pilot import pilot_command
 from deskpilot.errors import DeskpilotError
 from deskpilot.settings import Settings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 T = TypeVar("T")
 
@@ -90,28 +93,65 @@ def _redact_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-@app.command()
-def serve(
-    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
-    port: Annotated[int | None, typer.Option(help="Port.")] = None,
-) -> None:
-    """Run the API and web console."""
-    import uvicorn
+# How every server process runs uvicorn.
+_SERVE_OPTIONS: Final[dict[str, Any]] = {
+    "log_config": None,
+    # deskpilot's own middleware logs each request with its request id.
+    "access_log": False,
+    "proxy_headers": True,
+    # Open SSE streams would otherwise hold shutdown until every browser tab goes away.
+    "timeout_graceful_shutdown": 5,
+}
 
+
+def worker_app() -> FastAPI:
+    """The app of one process of `deskpilot serve --workers N` (uvicorn imports it in each process)."""
     from deskpilot.api.app import create_app
 
     settings = _settings()
     configure_logging(settings.log_level)
+    return create_app(settings)
+
+
+def _workers_refusal(settings: Settings) -> str | None:
+    """Why several server processes would not work with these settings, if they would not."""
+    if not settings.redis.url:
+        return ("several server processes need DESKPILOT_REDIS__URL: live events (notifications, session updates) "
+                "are published through Redis so that every process's streams see them")
+    from sqlalchemy.engine import make_url
+
+    database = make_url(settings.database.url)
+    if database.get_backend_name() == "sqlite" and database.database in (None, "", ":memory:"):
+        return "several server processes need a database they share: a file or PostgreSQL, not in-memory SQLite"
+    return None
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help=(
+        "Server processes sharing the port. One Python process uses one core; more than one needs Redis "
+        "(DESKPILOT_REDIS__URL) and a shared database."
+    ))] = 1,
+) -> None:
+    """Run the API and web console."""
+    import uvicorn
+
+    settings = _settings()
+    configure_logging(settings.log_level)
+    bind_host, bind_port = host or settings.server.host, port or settings.server.port
+    if workers == 1:
+        from deskpilot.api.app import create_app
+
+        uvicorn.run(create_app(settings), host=bind_host, port=bind_port, **_SERVE_OPTIONS)
+        return
+    refusal = _workers_refusal(settings)
+    if refusal is not None:
+        err_console.print(f"[red]configuration error:[/red] {refusal}")
+        raise typer.Exit(2)
     uvicorn.run(
-        create_app(settings),
-        host=host or settings.server.host,
-        port=port or settings.server.port,
-        log_config=None,
-        # deskpilot's own middleware logs each request with its request id.
-        access_log=False,
-        proxy_headers=True,
-        # Open SSE streams would otherwise hold shutdown until every browser tab goes away.
-        timeout_graceful_shutdown=5,
+        "deskpilot.cli.main:worker_app", factory=True, workers=workers, host=bind_host, port=bind_port, **_SERVE_OPTIONS
     )
 
 
