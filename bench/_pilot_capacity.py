@@ -36,6 +36,8 @@ WARMUP_SESSIONS = 5
 # Larger levels are not run once a level has errors or falls below this: they only take longer to fail.
 GIVE_UP_BELOW = 0.5
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+# The machine's Redis: several server processes publish live events through it (deskpilot serve --workers).
+REDIS_URL = "redis://127.0.0.1:6379/15"
 
 
 def _free_port() -> int:
@@ -62,6 +64,14 @@ def _cpu_s(pid: int | None = None) -> float:
         return usage.ru_utime + usage.ru_stime
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def _tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process and its children (uvicorn's worker processes under `--workers`)."""
+    children: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        children += [int(child) for child in (task / "children").read_text().split()]
+    return _cpu_s(pid) + sum(_cpu_s(child) for child in children)
 
 
 def _child_env(extra: dict[str, str]) -> dict[str, str]:
@@ -107,14 +117,17 @@ def _fake_model(tmp: Path, delay_s: float) -> Iterator[FakeModel]:
 
 @contextmanager
 def _server(
-    tmp: Path, database_url: str, model_url: str, *, launcher: tuple[str, ...] = ("-m", "uvicorn")
+    tmp: Path, database_url: str, model_url: str, *, launcher: tuple[str, ...] = ("-m", "uvicorn"), workers: int = 1
 ) -> Iterator[tuple[str, int]]:
     """`deskpilot.api.app:create_app` under uvicorn in its own process (settings from the environment).
 
-    `launcher` replaces `-m uvicorn` (bench._pilot_profile runs the server under cProfile this way).
+    `launcher` replaces `-m uvicorn` (bench._pilot_profile runs the server under cProfile this way). With
+    `workers` > 1 uvicorn runs that many server processes, which share events through the local Redis.
     """
     port = _free_port()
+    several = {"DESKPILOT_REDIS__URL": REDIS_URL} if workers > 1 else {}
     env = _child_env({
+        **several,
         "DESKPILOT_DATABASE__URL": database_url,
         "DESKPILOT_LLM__DEFAULT_MODEL": "openai:gpt-4o-mini",
         "DESKPILOT_LLM__OPENAI__API_KEY": API_KEY,
@@ -127,6 +140,7 @@ def _server(
         # Keep-alive longer than a level lasts: a connection the server closed while idle between levels would
         # otherwise fail the load generator's next request on it (httpx ReadError).
         f"--port={port}", "--log-level=warning", "--no-access-log", "--backlog=4096", "--timeout-keep-alive=120",
+        f"--workers={workers}",
     ]
     log_path = tmp / "server.log"
     with log_path.open("wb") as log:
@@ -245,7 +259,7 @@ class Load:
         self.pids = pids
 
     async def run(self, level: Level, existing: list[Open]) -> Level:
-        before = {name: _cpu_s(pid) for name, pid in self.pids.items()}
+        before = {name: self._cpu(pid) for name, pid in self.pids.items()}
         started = time.perf_counter()
         if level.started:
             await asyncio.gather(*(_session(self.client, level) for _ in range(level.sessions)))
@@ -253,8 +267,12 @@ class Load:
             await asyncio.gather(*(_turns(self.client, level, session) for session in existing))
         level.wall_s = time.perf_counter() - started
         done = max(level.requests, 1)
-        level.cpu_ms = {name: (_cpu_s(pid) - before[name]) * 1000.0 / done for name, pid in self.pids.items()}
+        level.cpu_ms = {name: (self._cpu(pid) - before[name]) * 1000.0 / done for name, pid in self.pids.items()}
         return level
+
+    @staticmethod
+    def _cpu(pid: int | None) -> float:
+        return _cpu_s() if pid is None else _tree_cpu_s(pid)
 
 
 async def _start_here(db: Database, tenant: Tenant, count: int) -> list[Open]:
@@ -272,7 +290,9 @@ def _give_up(level: Level) -> bool:
     return bool(level.errors) or level.efficiency < GIVE_UP_BELOW
 
 
-async def _measure(tmp: Path, levels: tuple[int, ...], turns: int, delay_s: float) -> tuple[list[Level], list[Level]]:
+async def _measure(
+    tmp: Path, levels: tuple[int, ...], turns: int, delay_s: float, workers: int = 1
+) -> tuple[list[Level], list[Level]]:
     # The load generator is an aiohttp client too: its requests leave at once, not at the end of its loop's turn.
     install_eager_body_writes(asyncio.get_running_loop())
     path = tmp / "capacity.db"
@@ -284,7 +304,7 @@ async def _measure(tmp: Path, levels: tuple[int, ...], turns: int, delay_s: floa
     connector_limit = max(levels) + 16
     headers = {"Authorization": f"Bearer {tenant.token}"}
     try:
-        with _fake_model(tmp, delay_s) as fake, _server(tmp, url, fake.url) as (base, pid):
+        with _fake_model(tmp, delay_s) as fake, _server(tmp, url, fake.url, workers=workers) as (base, pid):
             fake.wait_ready()
             async with aiohttp.ClientSession(
                 base_url=base, headers=headers, timeout=aiohttp.ClientTimeout(total=300),
@@ -310,7 +330,7 @@ async def _measure(tmp: Path, levels: tuple[int, ...], turns: int, delay_s: floa
     return whole, turns_only
 
 
-def _row(level: Level) -> dict[str, str]:
+def _row(level: Level, label: str = "") -> dict[str, str]:
     errors = ", ".join(f"{n} × {what}" for what, n in level.errors.items()) or "no errors"
     if level.errors:
         errors += f" (first: {next(iter(level.samples.values()))[:200]})"
@@ -324,7 +344,7 @@ def _row(level: Level) -> dict[str, str]:
     what = "start + " if level.started else "existing sessions, "
     plural = "" if level.turns == 1 else "s"
     return as_row(
-        measure="3. capacity over HTTP" + ("" if level.started else ", turns only"),
+        measure="3. capacity over HTTP" + label + ("" if level.started else ", turns only"),
         system=f"{level.sessions} sessions: {what}{level.turns} turn{plural} each, all at once",
         result=f"efficiency {level.efficiency:.3f} (wall {level.wall_s:.1f} s, ideal {level.ideal_s:g} s)",
         vs_reference="goal ≥ 0.9",
@@ -360,32 +380,40 @@ def _best(levels: list[Level]) -> int | None:
     return max(good) if good else None
 
 
-def measure(tmp: Path, *, levels: tuple[int, ...], turns: int, delay_s: float) -> list[dict[str, str]]:
+def measure(
+    tmp: Path, *, levels: tuple[int, ...], turns: int, delay_s: float, workers: int = 1
+) -> list[dict[str, str]]:
     """Whole sessions (start + turns, all at once) per level, then turns alone on sessions started beforehand.
 
     The wall time runs from the first request to the last answer. Levels stop growing after the first one
-    with errors or an efficiency below 0.5, so that a failing server does not make the benchmark long.
+    with errors or an efficiency below 0.5, so that a failing server does not make the benchmark long. With
+    `workers` > 1 the server is that many processes (`deskpilot serve --workers`): a comparison, the goal being
+    for one.
     """
+    tmp.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()[0]
-    whole, turns_only = asyncio.run(_measure(tmp, levels, turns, delay_s))
-    rows = [_row(level) for level in whole] + _skipped(levels, whole, "")
-    rows += [_row(level) for level in turns_only] + _skipped(levels, turns_only, ", turns only")
+    whole, turns_only = asyncio.run(_measure(tmp, levels, turns, delay_s, workers))
+    label = "" if workers == 1 else f", {workers} server processes"
+    rows = [_row(level, label) for level in whole] + _skipped(levels, whole, label)
+    rows += [_row(level, label) for level in turns_only] + _skipped(levels, turns_only, label + ", turns only")
+    server = "in 1 process" if workers == 1 else f"in {workers} processes (uvicorn --workers, Redis for events)"
     setup = (
-        f"uvicorn + create_app (SQLite file) in 1 process, the fake model in another, the load generator in this "
+        f"uvicorn + create_app (SQLite file) {server}, the fake model in another, the load generator in this "
         f"one; levels {', '.join(str(n) for n in levels)}; 1-min load average before {load_before:.1f} on "
         f"{os.cpu_count()} CPUs"
     )
     logged = _server_log(tmp)
     if logged:
-        rows.append(as_row(measure="3. capacity: server log", system="warnings and errors of the server process",
+        rows.append(as_row(measure="3. capacity: server log" + label, system="warnings and errors of the server",
                            result="see detail", vs_reference="-", detail=logged))
-    for label, results in (("start + turns", whole), ("turns only", turns_only)):
+    for kind, results in (("start + turns", whole), ("turns only", turns_only)):
         best = _best(results)
+        goal = f"goal N ≥ 300: {'met' if best is not None and best >= 300 else 'NOT met'}"
         rows.append(as_row(
-            measure=f"3. capacity: largest N with efficiency ≥ 0.9, {label}",
-            system="one server process",
+            measure=f"3. capacity: largest N with efficiency ≥ 0.9, {kind}",
+            system="one server process" if workers == 1 else f"{workers} server processes",
             result=str(best) if best is not None else f"< {min(levels)}",
-            vs_reference=f"goal N ≥ 300: {'met' if best is not None and best >= 300 else 'NOT met'}",
+            vs_reference=goal if workers == 1 else "comparison (the goal is for one process)",
             detail=setup,
         ))
     return rows

@@ -24,6 +24,8 @@ def run(quick: bool = False) -> list[dict[str, str]]:
             rows = asyncio.run(_pilot_turn.measure(folder, rounds=5, sessions=20, turns=10))
             rows += asyncio.run(_pilot_storage.measure(folder, sessions=5))
             rows += _pilot_capacity.measure(folder, levels=(10, 25, 50, 100, 150, 200, 250, 300), turns=5, delay_s=1.0)
+            # The same load on two server processes: what `deskpilot serve --workers 2` adds on these 2 cores.
+            rows += _pilot_capacity.measure(folder / "workers", levels=(150, 300), turns=5, delay_s=1.0, workers=2)
     return rows
 
 

@@ -9,6 +9,7 @@ from deskpilot.api.state import AppState
 from deskpilot.events import audit
 from deskpilot.identity import service as identity
 from deskpilot.identity.models import Role
+from deskpilot.security.throttle import FailureWindow
 from tests.conftest import Tenant
 from tests.web.conftest import PASSWORD, email_of, login
 
@@ -300,3 +301,18 @@ async def test_repeated_wrong_passwords_pause_sign_in_for_that_email(
             event.created_at -= identity.LOGIN_FAILURE_WINDOW
         await session.commit()
     assert (await client.post("/login", data={"email": email_of(Role.LEAD), "password": PASSWORD})).status_code == 303
+
+
+async def test_wrong_passwords_from_one_address_pause_its_sign_ins_for_every_email(
+    client: httpx.AsyncClient, tenant_a: Tenant, app_state: AppState
+) -> None:
+    """A password spray (one wrong guess for each of many emails) from one client address is paused there, the
+    right password of another user included; unknown emails count too."""
+    app_state.sign_in_failures = FailureWindow(3, 900.0)
+    for email in ("nobody@acme-it.example", email_of(Role.LEAD), email_of(Role.VIEWER)):
+        assert (await client.post("/login", data={"email": email, "password": "wrong-password!"})).status_code == 401
+    paused = await client.post("/login", data={"email": email_of(Role.ENGINEER), "password": PASSWORD})
+    assert paused.status_code == 429
+    assert "Too many wrong passwords from this network: try again in 15 minutes." in paused.text
+    assert 0 < int(paused.headers["retry-after"]) <= 900
+    assert "set-cookie" not in paused.headers

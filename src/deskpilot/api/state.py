@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass, field
+from typing import Final
 
 import httpx
 
@@ -16,9 +17,14 @@ from deskpilot.llm.recording import SqlRecorder
 from deskpilot.pilot.engine import conversation_cache
 from deskpilot.security.cookies import SessionSigner
 from deskpilot.security.crypto import SecretBox
+from deskpilot.security.throttle import FailureWindow
 from deskpilot.settings import Settings
 from deskpilot.storage import Database
 from deskpilot.storage.versioned_cache import VersionedCache
+
+# Generous: the offices of an MSP's clients sign in from behind one NAT address.
+SIGN_IN_FAILURES_PER_ADDRESS: Final = 30
+SIGN_IN_WINDOW_S: Final = 15 * 60.0
 
 
 @dataclass
@@ -36,6 +42,10 @@ class AppState:
     chat_streams: TurnStreams = field(init=False, default_factory=TurnStreams)
     chat_contexts: ContextCache = field(init=False, default_factory=ContextCache)
     pilot_conversations: VersionedCache[tuple[Message, ...]] = field(init=False, default_factory=conversation_cache)
+    # Wrong sign-ins per client address, across every email (a password spray); per process.
+    sign_in_failures: FailureWindow = field(
+        init=False, default_factory=lambda: FailureWindow(SIGN_IN_FAILURES_PER_ADDRESS, SIGN_IN_WINDOW_S)
+    )
     _started: bool = field(init=False, default=False)
     # What runs beside the requests for the app's lifetime (SQLite WAL checkpoints).
     _background: contextlib.AsyncExitStack = field(init=False, default_factory=contextlib.AsyncExitStack)

@@ -237,10 +237,10 @@ async def authenticate_password(session: AsyncSession, email: str, password: str
     pause = await _login_pause(session, user, utcnow())
     if pause is not None:
         # Refused before the password is checked: guessing on cannot tell a right password from a wrong one.
-        minutes = max(1, math.ceil(pause.total_seconds() / 60))
+        seconds = max(1, math.ceil(pause.total_seconds()))
         raise TooManyFailedLogins(
-            f"Too many wrong passwords for this address: try again in {minutes} minute{'s' if minutes > 1 else ''}",
-            extra={"retry_after_s": max(1, math.ceil(pause.total_seconds()))},
+            f"Too many wrong passwords for {user.email}: sign-ins pause for {math.ceil(seconds / 60)} min",
+            extra={"retry_after_s": seconds},
         )
     if not verify_password(user.password_hash, password):
         raise InvalidCredentials("email or password is wrong")

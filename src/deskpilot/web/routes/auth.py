@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Annotated
 
 from fastapi import APIRouter, Form, Query, Request, Response
@@ -54,6 +55,16 @@ async def _record_failed_login(state: AppState, request: Request, email: str) ->
         await session.commit()
 
 
+def _paused(request: Request, email: str, target: str, why: str, wait_s: float) -> HTMLResponse:
+    """429: sign-ins paused (no password was checked), with when to try again."""
+    seconds = max(1, math.ceil(wait_s))
+    minutes = math.ceil(seconds / 60)
+    page = _login_page(request, email=email, next_url=target, status_code=429,
+                       error=f"{why}: try again in {minutes} minute{'s' if minutes > 1 else ''}.")
+    page.headers["Retry-After"] = str(seconds)
+    return page
+
+
 @router.get("/login")
 async def page_login(
     request: Request, state: StateDep, next_url: Annotated[str | None, Query(alias="next")] = None
@@ -80,20 +91,24 @@ async def submit_login(
     if not email or not password:
         return _login_page(request, email=email, next_url=target, status_code=422,
                            error="Enter your email address and your password.")
+    address = request.client.host if request.client else "unknown"
+    wait_s = state.sign_in_failures.refused_for(address)
+    if wait_s is not None:
+        logger.warning("console sign-in paused for a client address after repeated wrong passwords")
+        return _paused(request, email, target, "Too many wrong passwords from this network", wait_s)
     try:
         async with state.db.system_session() as session:
             user = await identity.authenticate_password(session, email, password)
             await session.commit()
     except InvalidCredentials:
+        state.sign_in_failures.fail(address)
         await _record_failed_login(state, request, email)
         return _login_page(request, email=email, next_url=target, status_code=401,
                            error="The email address or password is wrong.")
     except TooManyFailedLogins as e:
         # Not counted as one more failure: no password was tried, and the pause ends as planned.
         logger.warning("console sign-in paused for an email after repeated wrong passwords")
-        page = _login_page(request, email=email, next_url=target, status_code=429, error=f"{e.detail}.")
-        page.headers["Retry-After"] = str(e.extra["retry_after_s"])
-        return page
+        return _paused(request, email, target, "Too many wrong passwords for this address", e.extra["retry_after_s"])
     response = RedirectResponse(target, status_code=303)
     set_session_cookie(response, state, user)
     return response
