@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from deskpilot.chat import stored_images
 from deskpilot.chat.models import ChatTurn
 from deskpilot.chat.schemas import MAX_IMAGE_BASE64_CHARS
 from deskpilot.identity.models import Role
@@ -387,13 +388,77 @@ async def test_uc003_images_reach_a_vision_model_and_the_stored_message_notes_th
     assert PNG not in recorded
     assert ImagePart("image/png", PNG).placeholder in recorded
 
-    # A later turn sees the note in the history, not the images.
+    # The images are kept with their message: a later turn shows them to the model again.
     await chat.send(chat_id, "It keeps coming back")
-    history = chat.model.seen[1]
-    assert [m.content for m in history if m.role == "user"] == [
-        "What is this?\n\n[2 images attached]", "It keeps coming back",
-    ]
-    assert all(not m.images for m in history)
+    earlier, latest = [m for m in chat.model.seen[1] if m.role == "user"]
+    assert (earlier.content, latest.content) == ("What is this?\n\n[2 images attached]", "It keeps coming back")
+    assert earlier.images == (ImagePart("image/png", PNG), ImagePart("image/jpeg", JPEG))
+    assert latest.images == ()
+
+
+async def test_uc003_kept_images_are_served_back_to_whoever_may_read_the_chat(vision_chat: ChatApp) -> None:
+    chat = vision_chat
+    chat_id = await chat.new_chat()
+    chat.model.add("A certificate warning.")
+    images = [{"media_type": "image/png", "data": PNG}, {"media_type": "image/jpeg", "data": JPEG}]
+    sent = await chat.http.post(f"{API}/sessions/{chat_id}/messages", json={"text": "See", "images": images},
+                                headers=chat.a.headers(Role.ENGINEER))
+    assert sent.status_code == 200, sent.text
+    messages = (await chat.detail(chat_id))["messages"]
+    assert [m["images"] for m in messages] == [2, 0]
+    url = f"{API}/sessions/{chat_id}/messages/{messages[0]['id']}/images"
+
+    second = await chat.http.get(f"{url}/2", headers=chat.a.headers(Role.ENGINEER))
+    assert second.status_code == 200
+    assert second.headers["content-type"] == "image/jpeg"
+    assert second.headers["x-content-type-options"] == "nosniff"
+    assert second.content == base64.b64decode(JPEG)
+    problem(await chat.http.get(f"{url}/3", headers=chat.a.headers(Role.ENGINEER)), 404, "image_not_found")
+    problem(await chat.http.get(f"{url}/0", headers=chat.a.headers(Role.ENGINEER)), 422, "validation_failed")
+    reply = f"{API}/sessions/{chat_id}/messages/{messages[1]['id']}/images/1"
+    problem(await chat.http.get(reply, headers=chat.a.headers(Role.ENGINEER)), 404, "image_not_found")
+    # Another account does not find the chat at all.
+    problem(await chat.http.get(f"{url}/1", headers=chat.b.headers(Role.OWNER)), 404, "chat_session_not_found")
+
+
+async def test_uc003_only_the_newest_kept_images_go_to_the_model_again(
+    vision_chat: ChatApp, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each image costs input tokens on every turn: past IMAGES_IN_HISTORY the older ones are only their note.
+    Read from the database as from the context the previous turn left on this process alike."""
+    monkeypatch.setattr(stored_images, "IMAGES_IN_HISTORY", 2)
+    chat = vision_chat
+    chat_id = await chat.new_chat()
+    chat.model.add("One.", "Two.", "Three.", "Four.")
+    for text, image in (("first", PNG), ("second", JPEG)):
+        response = await chat.http.post(
+            f"{API}/sessions/{chat_id}/messages",
+            json={"text": text, "images": [{"media_type": "image/png" if image is PNG else "image/jpeg",
+                                            "data": image}] * (2 if text == "second" else 1)},
+            headers=chat.a.headers(Role.ENGINEER),
+        )
+        assert response.status_code == 200, response.text
+    for cached in (True, False):
+        if not cached:
+            chat.state.chat_contexts.forget(uuid.UUID(chat_id))
+        await chat.send(chat_id, "and now?")
+        first, second = [m for m in chat.model.seen[-1] if m.role == "user"][:2]
+        assert first.images == ()
+        assert second.images == (ImagePart("image/jpeg", JPEG),) * 2
+
+
+async def test_ss045_a_regenerated_reply_answers_the_message_with_its_images(vision_chat: ChatApp) -> None:
+    chat = vision_chat
+    chat_id = await chat.new_chat()
+    chat.model.add("A printer dialog.", "The spooler's error dialog.")
+    sent = await chat.http.post(f"{API}/sessions/{chat_id}/messages",
+                                json={"text": "What is this?", "images": [{"media_type": "image/png", "data": PNG}]},
+                                headers=chat.a.headers(Role.ENGINEER))
+    assert sent.status_code == 200, sent.text
+    again = await chat.http.post(f"{API}/sessions/{chat_id}/regenerate", headers=chat.a.headers(Role.ENGINEER))
+    assert again.status_code == 200, again.text
+    asked = chat.model.seen[-1][-1]
+    assert (asked.role, asked.images) == ("user", (ImagePart("image/png", PNG),))
 
 
 async def test_uc003_a_message_may_be_images_only(vision_chat: ChatApp) -> None:

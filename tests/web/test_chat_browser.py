@@ -8,17 +8,22 @@ following a turn it did not start, and the branch sidebar (switch, mark, revive,
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import re
+import struct
+import zlib
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from deskpilot.identity.models import Role
 from deskpilot.llm import LLM, MemoryRecorder
 from deskpilot.llm.testing import Reply, tool_call
 from deskpilot.security import passwords
+from deskpilot.settings import LLMSettings
 from tests.api.chat_support import ChatModel
 from tests.conftest import cheap_hasher
 from tests.web.conftest import (
@@ -68,9 +73,9 @@ def model() -> BrowserChatModel:
 def chat_server(tmp_path_factory: pytest.TempPathFactory, model: BrowserChatModel) -> Iterator[LiveServer]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(passwords, "_hasher", cheap_hasher())
-        yield from _live_server(
-            tmp_path_factory, llm=LLM.for_model(model, recorder=MemoryRecorder()), starter_library=True
-        )
+        # Vision-capable, so that a message may carry images (UC-003).
+        llm = LLM.for_model(model, recorder=MemoryRecorder(), settings=LLMSettings(vision_models=[model.name]))
+        yield from _live_server(tmp_path_factory, llm=llm, starter_library=True)
 
 
 @pytest.fixture(scope="module")
@@ -451,3 +456,45 @@ def test_a_fork_shows_its_notice_and_the_branches_to_switch_mark_and_revive(
     expect(_branch(page, "NIC driver").locator(".pill-branch-revived")).to_have_text("Reopened")
     page.get_by_role("button", name="Mark Port speed solved").click()
     expect(_branch(page, "Port speed").locator(".pill-branch-solved")).to_have_text("Solved")
+
+
+def _png(width: int = 4, height: int = 3) -> str:
+    """A real (red) PNG, base64: the browser must decode it."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + b"\xff\x00\x00" * width for _ in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b"")
+    return base64.b64encode(png).decode()
+
+
+def test_images_kept_with_a_message_show_in_the_conversation(
+    page: Page, chat_server: LiveServer, model: BrowserChatModel
+) -> None:
+    """A message sent with an image through the API shows it on the chat page, as a link to the full image."""
+    _new_chat(page)
+    chat_id = page.locator("#chat").get_attribute("data-session")
+    model.add("That is the VPN client's certificate warning.")
+    sent = httpx.post(
+        f"{chat_server.url}/api/v1/sessions/{chat_id}/messages",
+        json={"text": "What is this dialog?", "images": [{"media_type": "image/png", "data": _png()}]},
+        headers=chat_server.tenant.headers(Role.ENGINEER), timeout=15,
+    )
+    assert sent.status_code == 200, sent.text
+    page.reload()
+    _ready(page)
+    expect(page.locator(".chat-msg.chat-user")).to_contain_text("What is this dialog?")
+    image = page.get_by_role("img", name="Image 1 of 1 sent with this message")
+    expect(image).to_be_visible()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=image.element_handle())
+    assert image.evaluate("img => [img.naturalWidth, img.naturalHeight]") == [4, 3]
+    link = page.locator(".chat-image")
+    assert link.get_attribute("href") == f"/api/v1/sessions/{chat_id}/messages/{image_message_id(page)}/images/1"
+    _shot(page, "chat-images")
+
+
+def image_message_id(page: Page) -> str:
+    message_id = page.locator(".chat-msg.chat-user").get_attribute("data-message-id")
+    assert message_id
+    return message_id

@@ -45,4 +45,6 @@ class ContextCache(VersionedCache[TurnContext]):
 
 def _chars(context: TurnContext) -> int:
     knowledge = sum(len(snippet) for snippet in context.knowledge[0]) if context.knowledge else 0
-    return sum(len(message.content) for message in context.history) + knowledge + len(context.siblings)
+    # A kept image weighs its base64 text: a few screenshots outweigh many conversations.
+    text = sum(len(message.content) + sum(len(image.data) for image in message.images) for message in context.history)
+    return text + knowledge + len(context.siblings)

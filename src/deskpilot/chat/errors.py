@@ -13,6 +13,10 @@ class TurnNotFound(NotFound):
     code = "chat_turn_not_found"
 
 
+class ImageNotFound(NotFound):
+    code = "image_not_found"
+
+
 class ThreadBusy(Conflict):
     """SS-043: another turn of this session is still running."""
 

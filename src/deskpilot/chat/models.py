@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import ForeignKey, Index, Integer, LargeBinary, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from deskpilot.storage import Base, JSONDocument, TenantMixin, UUIDPrimaryKey, utcnow
@@ -49,3 +49,21 @@ class ChatTurn(UUIDPrimaryKey, TenantMixin, Base):
     output_tokens: Mapped[int] = mapped_column(Integer, default=0)
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(default=None)
+
+
+class MessageImage(UUIDPrimaryKey, TenantMixin, Base):
+    """An image a user sent with a chat message (UC-003), kept with it: later turns show it to the model again
+    and the console shows it in the conversation. `data` is the decoded image; the message's text notes it."""
+
+    __tablename__ = "session_message_images"
+    __table_args__ = (UniqueConstraint("message_id", "position", name="uq_session_message_images_position"),)
+
+    session_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("sessions.id", ondelete="CASCADE"), index=True)
+    message_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("session_messages.id", ondelete="CASCADE"))
+    # 1 for the message's first image, as the API's error messages count them.
+    position: Mapped[int] = mapped_column(Integer)
+    media_type: Mapped[str] = mapped_column(String(20))
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

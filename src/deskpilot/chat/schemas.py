@@ -93,6 +93,8 @@ class ChatMessageOut(BaseModel):
     branch_id: uuid.UUID | None
     seq: int
     created_at: datetime
+    # The images kept with a user message, 1 to `images`: GET /api/v1/sessions/{id}/messages/{message id}/images/{n}.
+    images: int = 0
 
 
 class TurnOut(BaseModel):

@@ -24,6 +24,7 @@ from deskpilot.chat.errors import (
     CannotSend,
     ChatSessionNotFound,
     FixOutcomeRequired,
+    ImageNotFound,
     ImagesNotSupported,
     MessageEmpty,
     MessageTooLarge,
@@ -35,7 +36,7 @@ from deskpilot.chat.errors import (
 from deskpilot.chat.events import CHAT_EVENT_TOOLS, decode_tool_call
 from deskpilot.chat.images import check_images, with_image_note
 from deskpilot.chat.markers import clean_user_message, parse_reply, visible_prefix
-from deskpilot.chat.models import ChatTurn
+from deskpilot.chat.models import ChatTurn, MessageImage
 from deskpilot.chat.schemas import (
     MAX_MESSAGE_CHARS,
     ChatCreate,
@@ -47,6 +48,7 @@ from deskpilot.chat.schemas import (
     ResumeIn,
     TurnOut,
 )
+from deskpilot.chat.stored_images import history_images, image_counts, image_writes, message_images, stored_image
 from deskpilot.chat.stream import TurnStream, TurnStreams
 from deskpilot.chat.tools import CHAT_TOOLS, TOOLS_BY_NAME, ToolDeps
 from deskpilot.diagnosis import service as diagnosis
@@ -201,13 +203,25 @@ async def get_chat(db: AsyncSession, caller: Caller, session_id: uuid.UUID) -> C
         select(ChatTurn).where(ChatTurn.session_id == session.id).order_by(ChatTurn.started_at.desc()).limit(1)
     )
     branch = await _active_branch(db, session)
+    counts = await image_counts(db, session.id)
     messages = [
         ChatMessageOut(id=m.id, role="user" if m.role == "user" else "assistant", content=m.content,
-                       branch_id=m.branch_id, seq=m.seq, created_at=m.created_at)
+                       branch_id=m.branch_id, seq=m.seq, created_at=m.created_at, images=counts.get(m.id, 0))
         for m in await _conversation(db, session, branch)
         if m.role in ("user", "assistant")
     ]
     return ChatDetail(session=session_out(session), messages=messages, last_turn=turn_out(last) if last else None)
+
+
+async def message_image(
+    db: AsyncSession, caller: Caller, session_id: uuid.UUID, message_id: uuid.UUID, position: int
+) -> MessageImage:
+    """An image kept with a message of the chat (whoever may read the chat may see it)."""
+    session = await load_chat(db, caller, session_id, allow_team_access=True)
+    image = await stored_image(db, session.id, message_id, position)
+    if image is None:
+        raise ImageNotFound(f"Message {message_id} has no image {position}")
+    return image
 
 
 async def rename(db: AsyncSession, caller: Caller, session_id: uuid.UUID, request: ChatRename) -> ChatSessionOut:
@@ -390,7 +404,7 @@ class TurnPlan:
     continuation: list[Message] = field(default_factory=list)
     # The paused reply's seq: a resumed turn's history stops before it.
     continuation_seq: int = 0
-    # The images of this turn's user message: sent to the model with it, never stored (the message notes them).
+    # The images of this turn's user message, sent to the model with it (and kept: `stored_images`).
     images: tuple[ImagePart, ...] = ()
     # A regenerated reply: the seq of the user message answered again (the history stops before it).
     user_seq: int | None = None
@@ -532,7 +546,8 @@ async def send_message(
     deps.llm.model_for(Purpose.CHAT)  # no provider for chat: a 503 before anything is stored
     first_turn = head.step_count == 0
     branch_id: uuid.UUID | None = head.active_branch_id
-    # The images themselves are not stored: later turns see the note, not the pixels.
+    # The text notes the images, which are kept beside it (`stored_images`): a later turn on a model without
+    # vision, or past the newest few images, still knows they were there.
     stored_text = with_image_note(clean_user_message(text), len(images))
     user_id = uuid.uuid4()
     plan = TurnPlan(
@@ -545,7 +560,7 @@ async def send_message(
         session = await db.get(PilotSession, session_id)
         if session is None or session.state_version != head.state_version:
             raise ThreadBusy("This chat changed while the message was sent; send it again")
-        context = await _read_in(db, session, branch_id, plan.history_before)
+        context = await _read_in(db, session, branch_id, plan.history_before, images=_vision(deps))
     stream = deps.streams.open(plan.turn_id)
     gate = _Gate()
     sent = asyncio.get_running_loop().create_future()
@@ -561,7 +576,10 @@ async def send_message(
         # knowledge before asking: nothing to wait for.)
         if context.knowledge is not None:
             await asyncio.wait({sent, task}, timeout=SEND_WAIT_S, return_when=asyncio.FIRST_COMPLETED)
-        await commit_writes(db, _turn_writes(caller, head, plan, user_id, stored_text))
+        await commit_writes(db, [
+            *_turn_writes(caller, head, plan, user_id, stored_text),
+            *image_writes(caller.account_id, session_id, user_id, images, utcnow()),
+        ])
     except BaseException as error:
         # Nothing of the turn was stored: it ends without output.
         gate.settle(False)
@@ -753,23 +771,32 @@ async def _read(deps: ChatDeps, plan: TurnPlan) -> TurnContext:
         session = await db.get(PilotSession, plan.session_id)
         if session is None:
             raise ChatSessionNotFound("Chat session not found")
-        return await _read_in(db, session, plan.branch_id, plan.history_before)
+        return await _read_in(db, session, plan.branch_id, plan.history_before, images=_vision(deps))
+
+
+def _vision(deps: ChatDeps) -> bool:
+    """Whether the chat's models take images: only then do kept images go to them again."""
+    return deps.llm.supports_images(Purpose.CHAT)
 
 
 async def _read_in(
-    db: AsyncSession, session: PilotSession, branch_id: uuid.UUID | None, before_seq: int
+    db: AsyncSession, session: PilotSession, branch_id: uuid.UUID | None, before_seq: int, *, images: bool
 ) -> TurnContext:
-    """What a prompt needs from the database: the branch's conversation before `before_seq`, the session's state."""
+    """What a prompt needs from the database: the branch's conversation before `before_seq` (with the newest kept
+    images on their messages when `images`), the session's state."""
     branch = await db.get(SessionBranch, branch_id) if branch_id else None
-    rows = await db.execute(
-        select(SessionMessage.role, SessionMessage.content)
+    rows = (await db.execute(
+        select(SessionMessage.id, SessionMessage.role, SessionMessage.content)
         .where(branching.history_filter(session.id, branch), SessionMessage.seq < before_seq,
                SessionMessage.role.in_(("user", "assistant")), SessionMessage.content != "")
         .order_by(SessionMessage.seq.desc())
         .limit(HISTORY_MESSAGES)
-    )
-    history = [Message.user(content) if role == "user" else Message.assistant(content) for role, content in rows]
-    history.reverse()
+    )).all()
+    pictures = await history_images(db, [row.id for row in rows if row.role == "user"]) if images else {}
+    history = [
+        Message.user(row.content, pictures.get(row.id, ())) if row.role == "user" else Message.assistant(row.content)
+        for row in reversed(rows)
+    ]
     context = TurnContext(history=history, state=await effects.session_state(db, session),
                        team_id=session.team_id, domain=session.problem_domain)
     if branch is not None and session.is_branching:
@@ -1031,7 +1058,8 @@ async def _following_context(db: AsyncSession, deps: ChatDeps, session: PilotSes
     if deps.contexts is None or session.status not in (SessionStatus.ACTIVE, SessionStatus.PAUSED):
         return None
     try:
-        return await _read_in(db, session, session.active_branch_id, session.message_seq + 1)
+        return await _read_in(db, session, session.active_branch_id, session.message_seq + 1,
+                              images=_vision(deps))
     except Exception:
         logger.warning("chat %s: could not keep the prompt context", session.id, exc_info=True)
         deps.contexts.forget(session.id)
@@ -1116,6 +1144,9 @@ async def regenerate(db: AsyncSession, deps: ChatDeps, caller: Caller, session_i
     turn, _, assistant = await _open_turn(db, session, caller, kind="regenerate", user_text=None)
     plan = _plan(session, caller, turn, assistant, user.content)
     plan.user_seq = user.seq
+    if _vision(deps):
+        # The message is answered again as it was sent: with its images.
+        plan.images = await message_images(db, user.id)
     return _launch(deps, plan)
 
 

@@ -6,13 +6,22 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Query, Request, Response, status
+from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from deskpilot.api.deps import EngineerDep, PrincipalDep, SessionDep, StateDep, pilot_caller
 from deskpilot.api.state import AppState
 from deskpilot.chat import service
-from deskpilot.chat.schemas import ChatCreate, ChatDetail, ChatRename, ChatSessionOut, MessageIn, ResumeIn, TurnOut
+from deskpilot.chat.schemas import (
+    MAX_IMAGES,
+    ChatCreate,
+    ChatDetail,
+    ChatRename,
+    ChatSessionOut,
+    MessageIn,
+    ResumeIn,
+    TurnOut,
+)
 from deskpilot.chat.service import ChatDeps
 from deskpilot.chat.stream import STREAM_HEADERS, TurnStream
 from deskpilot.pilot import service as pilot_service
@@ -161,6 +170,25 @@ async def regenerate(
     stream = await service.regenerate(session, chat_deps(state), pilot_caller(principal), session_id)
     await session.close()
     return await _answer(request, state, principal.account_id, stream)
+
+
+@router.get(
+    "/sessions/{session_id}/messages/{message_id}/images/{position}",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}, "image/jpeg": {}, "image/gif": {}, "image/webp": {}}}},
+)
+async def message_image(
+    session_id: uuid.UUID,
+    message_id: uuid.UUID,
+    position: Annotated[int, Path(ge=1, le=MAX_IMAGES)],
+    principal: PrincipalDep,
+    session: SessionDep,
+) -> Response:
+    """An image kept with a chat message (1 for its first), as sent: its bytes and media type."""
+    image = await service.message_image(session, pilot_caller(principal), session_id, message_id, position)
+    # Never sniffed into something else; cached by this browser only (it is the account's data).
+    return Response(image.data, media_type=image.media_type,
+                    headers={"Cache-Control": "private, max-age=3600", "X-Content-Type-Options": "nosniff"})
 
 
 @router.get(

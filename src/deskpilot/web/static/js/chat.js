@@ -139,7 +139,7 @@
     return null;
   }
 
-  function addMessage(role, id, text) {
+  function addMessage(role, id, text, images) {
     if (els.empty) { els.empty.remove(); els.empty = null; }
     var item = el("li", "chat-msg chat-" + role);
     if (id) item.setAttribute("data-message-id", id);
@@ -147,9 +147,29 @@
     var body = el("div", "chat-body");
     item.appendChild(body);
     renderText(body, text || "");
+    if (id && images) addImages(item, id, images);
     els.messages.appendChild(item);
     item.scrollIntoView({ block: "nearest" });
     return item;
+  }
+
+  // The images kept with a message (sent through the API), each a link to itself at full size.
+  function addImages(item, id, count) {
+    var strip = el("div", "chat-images");
+    for (var n = 1; n <= count; n++) {
+      var url = API + "/sessions/" + sid + "/messages/" + id + "/images/" + n;
+      var link = el("a", "chat-image");
+      link.href = url;
+      link.target = "_blank";
+      link.rel = "noopener";
+      var img = document.createElement("img");
+      img.src = url;
+      img.alt = "Image " + n + " of " + count + " sent with this message";
+      img.loading = "lazy";
+      link.appendChild(img);
+      strip.appendChild(link);
+    }
+    item.appendChild(strip);
   }
 
   // --- the turn being streamed --------------------------------------------------------------------------
@@ -916,7 +936,9 @@
       if (detail.session) state.session = detail.session;
       clear(els.messages);
       (detail.messages || []).forEach(function (m) {
-        if (m.role === "user" || m.content) addMessage(m.role === "user" ? "user" : "assistant", m.id, m.content);
+        if (m.role === "user" || m.content) {
+          addMessage(m.role === "user" ? "user" : "assistant", m.id, m.content, m.images || 0);
+        }
       });
     }, failed);
   }
