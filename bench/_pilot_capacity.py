@@ -417,3 +417,19 @@ def measure(
             detail=setup,
         ))
     return rows
+
+
+if __name__ == "__main__":
+    import argparse
+    import tempfile
+
+    from bench.run import markdown_table
+
+    parser = argparse.ArgumentParser(description="The capacity measure alone (bench_pilot runs it with the rest).")
+    parser.add_argument("--levels", type=int, nargs="+", default=[100, 300], help="sessions at once, per level")
+    parser.add_argument("--workers", type=int, default=1, help="server processes (uvicorn --workers)")
+    parser.add_argument("--turns", type=int, default=5)
+    options = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="bench-capacity-") as folder:
+        print(markdown_table(measure(Path(folder), levels=tuple(options.levels), turns=options.turns, delay_s=1.0,
+                                     workers=options.workers)))
