@@ -498,3 +498,34 @@ def image_message_id(page: Page) -> str:
     message_id = page.locator(".chat-msg.chat-user").get_attribute("data-message-id")
     assert message_id
     return message_id
+
+
+def test_an_attached_image_is_previewed_sent_with_the_message_and_kept(
+    page: Page, chat_server: LiveServer, model: BrowserChatModel
+) -> None:
+    """Attach an image (the file picker; pasting goes the same way), see it before sending, remove one, send:
+    the model gets the kept image with the text, and the page still shows it after a reload."""
+    png = base64.b64decode(_png())
+    _new_chat(page)
+    expect(page.locator("#chat-input-hint")).to_contain_text("paste or attach up to 4 images")
+    files = [{"name": f"shot{n}.png", "mimeType": "image/png", "buffer": png} for n in (1, 2)]
+    page.set_input_files("#chat-attach", files=files)  # type: ignore[arg-type]
+    expect(page.get_by_role("img", name="Image 2 to send")).to_be_visible()
+    page.get_by_role("button", name="Remove image 2").click()
+    expect(page.get_by_role("img", name="Image 2 to send")).to_have_count(0)
+    model.add("That is the VPN client's certificate warning.")
+    _send(page, "What is this dialog?")
+    expect(_assistant(page)).to_contain_text("That is the VPN client's certificate warning.")
+    _idle(page)
+    expect(page.get_by_role("img", name="Image 1 to send")).to_have_count(0)
+    asked = model.seen[-1][-1]
+    assert (asked.role, asked.content, len(asked.images)) == ("user", "What is this dialog?", 1)
+    assert base64.b64decode(asked.images[0].data) == png
+    expect(page.get_by_role("img", name="Image 1 of 1 sent with this message")).to_be_visible()
+    page.reload()
+    _ready(page)
+    kept = page.get_by_role("img", name="Image 1 of 1 sent with this message")
+    expect(kept).to_be_visible()
+    page.wait_for_function("img => img.complete && img.naturalWidth > 0", arg=kept.element_handle())
+    _assert_accessible_basics(page)
+    _shot(page, "chat-attach")

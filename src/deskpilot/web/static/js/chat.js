@@ -26,7 +26,7 @@
     empty: $("chat-empty"), approvals: $("chat-approvals"), fix: $("chat-fix"), composer: $("chat-composer"),
     input: $("chat-input"), send: $("chat-send"), lane: $("chat-lane"), factList: $("chat-fact-list"),
     factsEmpty: $("chat-facts-empty"), noteForm: $("chat-note-form"), branches: $("chat-branches"),
-    branchList: $("chat-branch-list")
+    branchList: $("chat-branch-list"), attachments: $("chat-attachments"), attachInput: $("chat-attach")
   };
 
   var FACT_SOURCES = {
@@ -189,6 +189,7 @@
     root.setAttribute("data-busy", busy ? "true" : "false");
     if (els.input) els.input.disabled = busy || !isOpen;
     if (els.send) els.send.disabled = busy || !isOpen;
+    if (els.attachInput) els.attachInput.disabled = busy || !isOpen;
     setBranchControls();
   }
 
@@ -374,23 +375,119 @@
     });
   }
 
-  function send(text) {
+  // --- images for the next message (UC-003): attached or pasted, shown before they are sent ----------------
+
+  var IMAGE_TYPES = ["image/png", "image/jpeg", "image/gif", "image/webp"];
+  var MAX_IMAGES = 4;
+  var MAX_IMAGE_BYTES = 3932160;  // 5 MiB of base64 text, the server's limit
+  var attached = [];  // { mediaType, data: base64, url: data: URL, ready: Promise }
+
+  function attach(files) {
+    Array.prototype.slice.call(files || []).forEach(function (file) {
+      var name = file.name || "The pasted image";
+      if (IMAGE_TYPES.indexOf(file.type) < 0) { showError(name + " is not a PNG, JPEG, GIF or WebP image."); return; }
+      if (attached.length >= MAX_IMAGES) { showError("A message may carry at most " + MAX_IMAGES + " images."); return; }
+      if (file.size > MAX_IMAGE_BYTES) { showError(name + " is larger than 3.75 MB."); return; }
+      var entry = { mediaType: file.type, data: null, url: null };
+      entry.ready = new Promise(function (resolve) {
+        var reader = new FileReader();
+        reader.onload = function () {
+          entry.url = String(reader.result);
+          entry.data = entry.url.slice(entry.url.indexOf(",") + 1);
+          renderAttachments();
+          resolve();
+        };
+        reader.onerror = function () {
+          attached.splice(attached.indexOf(entry), 1);
+          showError(name + " could not be read.");
+          renderAttachments();
+          resolve();
+        };
+        reader.readAsDataURL(file);
+      });
+      attached.push(entry);
+    });
+    renderAttachments();
+  }
+
+  function thumbnail(url, alt) {
+    var img = document.createElement("img");
+    img.src = url;
+    img.alt = alt;
+    return img;
+  }
+
+  function renderAttachments() {
+    if (!els.attachments) return;
+    clear(els.attachments);
+    attached.forEach(function (entry, i) {
+      var item = el("div", "chat-attachment");
+      if (entry.url) item.appendChild(thumbnail(entry.url, "Image " + (i + 1) + " to send"));
+      item.appendChild(button("Remove", "btn-secondary", function () {
+        attached.splice(attached.indexOf(entry), 1);
+        renderAttachments();
+      }, "Remove image " + (i + 1)));
+      els.attachments.appendChild(item);
+    });
+  }
+
+  function send(text, images) {
     var user = addMessage("user", null, text);
+    if (images.length) {
+      var strip = el("div", "chat-images");
+      images.forEach(function (entry, i) {
+        var frame = el("span", "chat-image");
+        frame.appendChild(thumbnail(entry.url, "Image " + (i + 1) + " of " + images.length + " sent with this message"));
+        strip.appendChild(frame);
+      });
+      user.appendChild(strip);
+    }
     turn.pendingUser = user;
     els.input.value = "";
-    return stream("/sessions/" + sid + "/messages", { text: text }, function () {
+    var body = { text: text };
+    if (images.length) {
+      body.images = images.map(function (entry) { return { media_type: entry.mediaType, data: entry.data }; });
+    }
+    return stream("/sessions/" + sid + "/messages", body, function () {
       user.remove();
       turn.pendingUser = null;
       if (!els.input.value) els.input.value = text;
+      // Refused (or not sent): the images wait for the next try.
+      attached = images.concat(attached).slice(0, MAX_IMAGES);
+      renderAttachments();
+    });
+  }
+
+  if (els.attachInput) {
+    els.attachInput.addEventListener("change", function () {
+      attach(els.attachInput.files);
+      els.attachInput.value = "";
     });
   }
 
   if (els.composer && els.input) {
+    if (els.attachInput) {
+      els.input.addEventListener("paste", function (event) {
+        var files = event.clipboardData ? Array.prototype.slice.call(event.clipboardData.files || []) : [];
+        var images = files.filter(function (file) { return IMAGE_TYPES.indexOf(file.type) >= 0; });
+        if (!images.length) return;
+        event.preventDefault();
+        attach(images);
+      });
+    }
     els.composer.addEventListener("submit", function (event) {
       event.preventDefault();
       var text = els.input.value.trim();
-      if (!text || turn.busy || !isOpen) return;
-      send(text);
+      if ((!text && !attached.length) || turn.busy || !isOpen) return;
+      var images = attached;
+      Promise.all(images.map(function (entry) { return entry.ready; })).then(function () {
+        if (turn.busy) return;
+        var ready = images.filter(function (entry) { return entry.data; });
+        if (!text && !ready.length) return;
+        attached = [];
+        renderAttachments();
+        send(text, ready);
+      });
     });
     els.input.addEventListener("keydown", function (event) {
       if (event.key !== "Enter" || event.shiftKey || event.isComposing) return;
