@@ -280,7 +280,11 @@ async def test_repeated_wrong_passwords_pause_sign_in_for_that_email(
     client: httpx.AsyncClient, tenant_a: Tenant, app_state: AppState
 ) -> None:
     """After LOGIN_FAILURES_ALLOWED wrong passwords within the window even the right one is refused (429, with
-    Retry-After), other users are unaffected, and the pause ends when the failures age out of the window."""
+    Retry-After), other users are unaffected, and the pause ends when the failures age out of the window. The
+    audit log's count holds across processes: a fresh process (its own count empty) refuses too."""
+    now = [0.0]
+    window = identity.LOGIN_FAILURE_WINDOW.total_seconds()
+    app_state.email_failures = FailureWindow(identity.LOGIN_FAILURES_ALLOWED, window, clock=lambda: now[0])
     for _ in range(identity.LOGIN_FAILURES_ALLOWED):
         wrong = await client.post("/login", data={"email": email_of(Role.LEAD), "password": "wrong-password!"})
         assert wrong.status_code == 401
@@ -295,11 +299,15 @@ async def test_repeated_wrong_passwords_pause_sign_in_for_that_email(
     assert len(failures) == identity.LOGIN_FAILURES_ALLOWED
     assert (await client.post("/login", data={"email": email_of(Role.ENGINEER), "password": PASSWORD})).status_code \
         == 303
+    app_state.email_failures = FailureWindow(identity.LOGIN_FAILURES_ALLOWED, window, clock=lambda: now[0])
+    assert (await client.post("/login", data={"email": email_of(Role.LEAD), "password": PASSWORD})).status_code == 429
 
+    # The failures age out of the window: in the audit log (every process) and in this process's count.
     async with app_state.db.session(tenant_a.account_id) as session:
         for event in await audit.list_events(session, action=identity.LOGIN_FAILED_ACTION):
             event.created_at -= identity.LOGIN_FAILURE_WINDOW
         await session.commit()
+    now[0] += window
     assert (await client.post("/login", data={"email": email_of(Role.LEAD), "password": PASSWORD})).status_code == 303
 
 
@@ -316,3 +324,16 @@ async def test_wrong_passwords_from_one_address_pause_its_sign_ins_for_every_ema
     assert "Too many wrong passwords from this network: try again in 15 minutes." in paused.text
     assert 0 < int(paused.headers["retry-after"]) <= 900
     assert "set-cookie" not in paused.headers
+
+
+async def test_a_pause_does_not_tell_whether_the_email_has_an_account(
+    client: httpx.AsyncClient, tenant_a: Tenant, app_state: AppState
+) -> None:
+    """An unknown email is paused after as many wrong passwords as a known one, with the same answer."""
+    answers = []
+    for email in ("nobody@acme-it.example", email_of(Role.LEAD)):
+        for _ in range(identity.LOGIN_FAILURES_ALLOWED):
+            assert (await client.post("/login", data={"email": email, "password": "wrong!"})).status_code == 401
+        paused = await client.post("/login", data={"email": email, "password": PASSWORD})
+        answers.append((paused.status_code, "Too many wrong passwords for this address" in paused.text))
+    assert answers == [(429, True), (429, True)]

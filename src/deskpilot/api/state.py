@@ -11,6 +11,7 @@ import httpx
 from deskpilot.chat.context import ContextCache
 from deskpilot.chat.stream import TurnStreams
 from deskpilot.events.pubsub import PubSub, make_pubsub
+from deskpilot.identity import service as identity
 from deskpilot.jobs import JobBackend, JobContext, make_job_backend, registry
 from deskpilot.llm import LLM, Message
 from deskpilot.llm.recording import SqlRecorder
@@ -45,6 +46,14 @@ class AppState:
     # Wrong sign-ins per client address, across every email (a password spray); per process.
     sign_in_failures: FailureWindow = field(
         init=False, default_factory=lambda: FailureWindow(SIGN_IN_FAILURES_PER_ADDRESS, SIGN_IN_WINDOW_S)
+    )
+    # Wrong sign-ins per email, known or not, so that a pause does not tell who has an account (the audit log
+    # counts a known email's failures across processes too).
+    email_failures: FailureWindow = field(
+        init=False,
+        default_factory=lambda: FailureWindow(
+            identity.LOGIN_FAILURES_ALLOWED, identity.LOGIN_FAILURE_WINDOW.total_seconds()
+        ),
     )
     _started: bool = field(init=False, default=False)
     # What runs beside the requests for the app's lifetime (SQLite WAL checkpoints).

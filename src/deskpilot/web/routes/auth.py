@@ -96,12 +96,18 @@ async def submit_login(
     if wait_s is not None:
         logger.warning("console sign-in paused for a client address after repeated wrong passwords")
         return _paused(request, email, target, "Too many wrong passwords from this network", wait_s)
+    email_key = identity.normalise_email(email)
+    wait_s = state.email_failures.refused_for(email_key)
+    if wait_s is not None:
+        # The same answer whether the address has an account or not.
+        return _paused(request, email, target, "Too many wrong passwords for this address", wait_s)
     try:
         async with state.db.system_session() as session:
             user = await identity.authenticate_password(session, email, password)
             await session.commit()
     except InvalidCredentials:
         state.sign_in_failures.fail(address)
+        state.email_failures.fail(email_key)
         await _record_failed_login(state, request, email)
         return _login_page(request, email=email, next_url=target, status_code=401,
                            error="The email address or password is wrong.")
