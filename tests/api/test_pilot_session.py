@@ -223,7 +223,8 @@ async def test_openapi_lists_the_pilot_operations(pilot: PilotApp) -> None:
         "rate_session", "link_ticket", "get_documentation", "create_status_update", "stream_ticket_notes",
         "list_branches", "switch_branch", "mark_branch", "revive_branch", "list_escalations",
         # The chat copilot's turns on the same sessions, and the diagnosis state both kinds share.
-        "send_message", "reconnect", "regenerate", "list_facts", "add_fact", "edit_fact", "delete_fact", "promote_fact",
+        "send_message", "reconnect", "regenerate", "message_image", "list_facts", "add_fact", "edit_fact",
+        "delete_fact", "promote_fact",
         "get_task_lane", "update_task_lane_item", "list_suggested_fixes", "record_fix_outcome", "record_fix_decision",
     }
     content = spec["paths"][API + "/sessions/{session_id}/ticket-notes"]["get"]["responses"]["200"]["content"]
