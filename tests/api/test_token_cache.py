@@ -1,18 +1,26 @@
-"""API-token authentication is cached for a short time: never failures, dropped at once on revoke in this process."""
+"""API-token authentication is cached for a short time: never failures, dropped at once on revoke in this process
+and, through Redis, in the other server processes."""
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 import uuid
+from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 import pytest
 
+from deskpilot.api.app import create_app
 from deskpilot.api.state import AppState
+from deskpilot.events.pubsub import make_pubsub
 from deskpilot.identity import service as identity
 from deskpilot.identity.models import ApiToken, Role
-from deskpilot.identity.token_cache import TokenCache, token_cache
+from deskpilot.identity.token_cache import TokenCache, apply_invalidation, invalidation, token_cache
 from deskpilot.security.tokens import hash_token
-from tests.conftest import Tenant
+from tests.conftest import Tenant, make_settings, make_tenant
+from tests.services import require_redis
 
 
 def _bearer(secret: str) -> dict[str, str]:
@@ -109,3 +117,58 @@ def test_entries_expire_after_the_ttl_and_the_cache_stays_bounded() -> None:
     assert cache.get("c") == "carol"
     cache.forget_token(first)
     assert len(cache) == 1
+
+
+def test_an_invalidation_message_drops_a_token_or_every_token_of_a_user() -> None:
+    cache: TokenCache[str] = TokenCache()
+    alice, bob, token = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+    cache.put("a1", token_id=token, user_id=alice, value="alice 1")
+    cache.put("a2", token_id=uuid.uuid4(), user_id=alice, value="alice 2")
+    cache.put("b", token_id=uuid.uuid4(), user_id=bob, value="bob")
+    apply_invalidation(cache, invalidation(token_id=token))
+    assert (cache.get("a1"), cache.get("a2")) == (None, "alice 2")
+    apply_invalidation(cache, invalidation(user_id=alice))
+    assert (cache.get("a2"), cache.get("b")) == (None, "bob")
+    for malformed in ({}, {"token_id": "not a uuid"}, {"user_id": 7}, {"other": str(bob)}):
+        apply_invalidation(cache, malformed)
+    assert cache.get("b") == "bob"
+
+
+async def _until(condition: Callable[[], bool], timeout_s: float = 5.0) -> bool:
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
+
+
+@pytest.mark.redis
+async def test_a_revocation_in_another_process_drops_the_cached_token_through_redis(
+    tmp_path: Path, migrated_template: Path
+) -> None:
+    """Two server processes on one Redis: a token revoked through the second (or the CLI) stops working on the
+    first at once, not when its cached authentication expires."""
+    shutil.copyfile(migrated_template, tmp_path / "test.db")
+    settings = make_settings(tmp_path, redis={"url": require_redis()})
+    first, other_process = AppState.build(settings), make_pubsub(settings)
+    app = create_app(settings, state=first)
+    try:
+        async with app.router.lifespan_context(app):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://testserver") as client:
+                tenant = await make_tenant(first.db, "Acme IT")
+                secret, token_id = await _new_token(client, tenant)
+                assert (await client.get("/api/v1/me", headers=_bearer(secret))).status_code == 200
+                assert token_cache.get(hash_token(secret)) is not None
+                # Revoked by the other process: committed there, then announced.
+                async with first.db.session(tenant.account_id) as session:
+                    token = await session.get(ApiToken, uuid.UUID(token_id))
+                    assert token is not None
+                    token.revoked_at = token.created_at
+                    await session.commit()
+                await identity.announce_invalidation(other_process, token_id=uuid.UUID(token_id))
+                assert await _until(lambda: token_cache.get(hash_token(secret)) is None)
+                assert (await client.get("/api/v1/me", headers=_bearer(secret))).status_code == 401
+    finally:
+        await other_process.close()

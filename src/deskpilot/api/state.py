@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -10,8 +13,10 @@ import httpx
 
 from deskpilot.chat.context import ContextCache
 from deskpilot.chat.stream import TurnStreams
+from deskpilot.errors import DeskpilotError
 from deskpilot.events.pubsub import PubSub, make_pubsub
 from deskpilot.identity import service as identity
+from deskpilot.identity.token_cache import INVALIDATIONS_CHANNEL, apply_invalidation, token_cache
 from deskpilot.jobs import JobBackend, JobContext, make_job_backend, registry
 from deskpilot.llm import LLM, Message
 from deskpilot.llm.recording import SqlRecorder
@@ -23,6 +28,9 @@ from deskpilot.settings import Settings
 from deskpilot.storage import Database
 from deskpilot.storage.versioned_cache import VersionedCache
 
+logger = logging.getLogger(__name__)
+# A lost pub/sub connection is tried again after this long; meanwhile cached authentications expire by their TTL.
+INVALIDATIONS_RETRY_S: Final = 5.0
 # Generous: the offices of an MSP's clients sign in from behind one NAT address.
 SIGN_IN_FAILURES_PER_ADDRESS: Final = 30
 SIGN_IN_WINDOW_S: Final = 15 * 60.0
@@ -84,7 +92,33 @@ class AppState:
         if not self._started:
             self._started = True
             await self._background.enter_async_context(self.db.checkpoints())
+            await self._background.enter_async_context(self._invalidations())
             await self.jobs.start()
+
+    @contextlib.asynccontextmanager
+    async def _invalidations(self) -> AsyncIterator[None]:
+        """For the app's lifetime, drop the cached token authentications that a request of any process sharing
+        the pub/sub voided (`identity.announce_invalidation`)."""
+        task = asyncio.get_running_loop().create_task(self._forget_invalidated(), name="token-cache-invalidations")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _forget_invalidated(self) -> None:
+        while not self._closed:
+            try:
+                async with self.pubsub.subscribe(INVALIDATIONS_CHANNEL) as subscription:
+                    async for message in subscription:
+                        apply_invalidation(token_cache, message)
+            except DeskpilotError:
+                if self._closed:
+                    return
+                logger.warning("token-cache invalidations not received; listening again in %s s",
+                               INVALIDATIONS_RETRY_S, exc_info=True)
+            await asyncio.sleep(INVALIDATIONS_RETRY_S)
 
     async def close(self) -> None:
         if self._closed:
@@ -92,7 +126,7 @@ class AppState:
         self._closed = True
         await self.chat_streams.shutdown()
         await self.jobs.stop()
+        await self._background.aclose()
         await self.pubsub.close()
         await self.http.aclose()
-        await self._background.aclose()
         await self.db.dispose()

@@ -348,6 +348,7 @@ def admin_token_create(
 def admin_token_revoke(token_id: Annotated[str, typer.Argument(help="Token id.")]) -> None:
     """Revoke an API token."""
     from deskpilot.errors import ValidationFailed
+    from deskpilot.events.pubsub import make_pubsub
     from deskpilot.identity import service as identity
     from deskpilot.identity.errors import TokenNotFound
     from deskpilot.identity.models import ApiToken
@@ -369,6 +370,13 @@ def admin_token_revoke(token_id: Annotated[str, typer.Argument(help="Token id.")
             async with db.session(token.account_id) as session:
                 await identity.revoke_api_token(session, tid)
                 await session.commit()
+            if settings.redis.url:
+                # Running servers drop their cached authentication of it now, not when it expires.
+                pubsub = make_pubsub(settings)
+                try:
+                    await identity.announce_invalidation(pubsub, token_id=tid)
+                finally:
+                    await pubsub.close()
         finally:
             await db.dispose()
 

@@ -5,6 +5,7 @@ Functions take an account-scoped AsyncSession and do not commit: the caller owns
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 import uuid
@@ -16,9 +17,10 @@ from typing import Final
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from deskpilot.errors import NotFound
+from deskpilot.errors import DeskpilotError, NotFound
 from deskpilot.events import audit
 from deskpilot.events.models import AuditEvent
+from deskpilot.events.pubsub import PubSub
 from deskpilot.identity.errors import (
     ClientNotFound,
     EmailTaken,
@@ -32,10 +34,12 @@ from deskpilot.identity.errors import (
     WeakPassword,
 )
 from deskpilot.identity.models import Account, ApiToken, Client, Role, Team, User
-from deskpilot.identity.token_cache import token_cache
+from deskpilot.identity.token_cache import INVALIDATIONS_CHANNEL, invalidation, token_cache
 from deskpilot.security.passwords import DUMMY_HASH, MIN_PASSWORD_LENGTH, hash_password, verify_password
 from deskpilot.security.tokens import generate_token, hash_token, looks_like_token
 from deskpilot.storage import utcnow
+
+logger = logging.getLogger(__name__)
 
 # Writing last_used_at on every request would turn each read into a write.
 TOKEN_TOUCH_INTERVAL = timedelta(minutes=1)
@@ -195,6 +199,18 @@ async def set_password(session: AsyncSession, user_id: uuid.UUID, password: str)
     # Whoever signed in with the old password is signed out.
     user.session_epoch += 1
     await session.flush()
+
+
+async def announce_invalidation(
+    pubsub: PubSub, *, token_id: uuid.UUID | None = None, user_id: uuid.UUID | None = None
+) -> None:
+    """After the commit that revoked a token or changed a user: every process sharing `pubsub` drops its cached
+    authentications of it. A pub/sub failure is logged, not raised (the change is committed; caches expire)."""
+    try:
+        await pubsub.publish(INVALIDATIONS_CHANNEL, invalidation(token_id=token_id, user_id=user_id))
+    except DeskpilotError:
+        logger.warning("could not announce a token-cache invalidation; other processes see it within their TTL",
+                       exc_info=True)
 
 
 async def end_console_sessions(session: AsyncSession, user_id: uuid.UUID) -> None:

@@ -1,15 +1,16 @@
 """A short-lived in-process cache of API-token authentications: one query saved on nearly every API request.
 
 Keyed by the token's hash (never the secret), bounded in size, and holding successes only: a failed
-authentication is never cached. Revoking a token or changing its user in this process drops the entries at
-once; another process (a second server, the CLI) is seen at most `ttl_s` later.
+authentication is never cached. Revoking a token or changing its user drops the entries at once in this process,
+and in every server process that shares the pub/sub (Redis) as soon as the change is committed and announced
+(`announce_invalidation`); a process that missed the announcement sees the change at most `ttl_s` later.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final, Generic, TypeVar
 
@@ -77,3 +78,29 @@ class TokenCache(Generic[V]):
 
 # The process's cache of API-token authentications (filled by the API's auth dependency).
 token_cache: TokenCache[object] = TokenCache()
+
+
+# Where a process announces that cached authentications of a token or a user are void (`api.state` listens; with
+# Redis, every server process hears it).
+INVALIDATIONS_CHANNEL: Final = "identity:token-cache"
+
+
+def invalidation(*, token_id: uuid.UUID | None = None, user_id: uuid.UUID | None = None) -> dict[str, str]:
+    """The message that voids the cached authentications of a token or of every token of a user."""
+    message = {}
+    if token_id is not None:
+        message["token_id"] = str(token_id)
+    if user_id is not None:
+        message["user_id"] = str(user_id)
+    return message
+
+
+def apply_invalidation(cache: TokenCache[V], message: Mapping[str, object]) -> None:
+    """Drop what `message` (from `invalidation`) names; a malformed message drops nothing and is not an error."""
+    for key, forget in (("token_id", cache.forget_token), ("user_id", cache.forget_user)):
+        value = message.get(key)
+        if isinstance(value, str):
+            try:
+                forget(uuid.UUID(value))
+            except ValueError:
+                continue

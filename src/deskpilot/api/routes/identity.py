@@ -6,7 +6,7 @@ import uuid
 
 from fastapi import APIRouter, status
 
-from deskpilot.api.deps import AdminDep, PrincipalDep, SessionDep
+from deskpilot.api.deps import AdminDep, PrincipalDep, SessionDep, StateDep
 from deskpilot.errors import PermissionDenied
 from deskpilot.events import audit
 from deskpilot.identity import service as identity
@@ -66,7 +66,9 @@ async def get_user(user_id: uuid.UUID, principal: PrincipalDep, session: Session
 
 
 @router.patch("/users/{user_id}", operation_id="update_user")
-async def update_user(user_id: uuid.UUID, body: UserUpdate, principal: AdminDep, session: SessionDep) -> UserOut:
+async def update_user(
+    user_id: uuid.UUID, body: UserUpdate, principal: AdminDep, state: StateDep, session: SessionDep
+) -> UserOut:
     if body.role is Role.OWNER and principal.role is not Role.OWNER:
         raise PermissionDenied("only an owner can make another user an owner")
     fields = body.model_dump(exclude_unset=True)
@@ -77,6 +79,7 @@ async def update_user(user_id: uuid.UUID, body: UserUpdate, principal: AdminDep,
     audit.record(session, account_id=principal.account_id, actor=principal.actor, action="user.update",
                  resource_type="user", resource_id=user.id, details={k: str(v) for k, v in fields.items()})
     await session.commit()
+    await identity.announce_invalidation(state.pubsub, user_id=user.id)
     return UserOut.model_validate(user)
 
 
@@ -147,7 +150,9 @@ async def create_token(body: TokenCreate, principal: PrincipalDep, session: Sess
 
 
 @router.delete("/tokens/{token_id}", operation_id="revoke_token")
-async def revoke_token(token_id: uuid.UUID, principal: PrincipalDep, session: SessionDep) -> TokenOut:
+async def revoke_token(
+    token_id: uuid.UUID, principal: PrincipalDep, state: StateDep, session: SessionDep
+) -> TokenOut:
     token = await identity.get_api_token(session, token_id)
     if token.user_id != principal.user_id and not principal.can(Role.ADMIN):
         raise PermissionDenied("only an admin can revoke another user's token")
@@ -155,4 +160,5 @@ async def revoke_token(token_id: uuid.UUID, principal: PrincipalDep, session: Se
     audit.record(session, account_id=principal.account_id, actor=principal.actor, action="token.revoke",
                  resource_type="api_token", resource_id=token.id)
     await session.commit()
+    await identity.announce_invalidation(state.pubsub, token_id=token.id)
     return TokenOut.model_validate(token)

@@ -221,6 +221,7 @@ async def _change_user(console: Console, user_id: uuid.UUID, *, role: Role | Non
         details["is_active"] = is_active
     _audit(console, "user.update", "user", user_id, details)
     await console.session.commit()
+    await identity.announce_invalidation(console.state.pubsub, user_id=user_id)
     if console.is_htmx:
         return await _user_row(console, user_id, row_notice="Saved.")
     return _redirect("/settings/team", "user-updated")
@@ -320,6 +321,7 @@ async def submit_revoke_token(console: ConsoleDep, token_id: uuid.UUID) -> Respo
         return await _tokens_page(console, status_code=e.status, list_error=readable(e))
     _audit(console, "token.revoke", "api_token", token.id)
     await console.session.commit()
+    await identity.announce_invalidation(console.state.pubsub, token_id=token.id)
     if console.is_htmx:
         context = await _tokens_context(console)
         return render_fragment(console, "settings/_token_row.html", token=token, **context)
