@@ -114,9 +114,12 @@ async def test_one_statement_is_scoped_anew_for_each_account(db: Database) -> No
             async with db.session(account.id) as session:
                 seen.append((await session.scalars(by_name, {SCOPE_PARAM: b.id})).all())
         assert seen == [["Desk A"], ["Desk B"], ["Desk A"]]
-    # A statement scoped once still needs a scoped session.
+    # A statement scoped once needs an account's session: not an unscoped one, nor a system session.
     async with db.unscoped_session() as session:
         with pytest.raises(UnscopedQueryError):
+            await session.scalars(scoped(select(Team.name)))
+    async with db.system_session() as session:
+        with pytest.raises(UnscopedQueryError, match="account's session only"):
             await session.scalars(scoped(select(Team.name)))
 
 

@@ -43,6 +43,9 @@ def _scope_statement(state: ORMExecuteState) -> None:
     scope: Any = state.session.info.get(SCOPE_KEY)
     # An explicit, greppable escape hatch for cross-account existence checks (unique emails).
     if scope is ALL_ACCOUNTS or state.execution_options.get("skip_tenant_scope"):
+        if _prescoped(state.statement):
+            # Its criteria need the account this session does not have.
+            raise UnscopedQueryError("a statement built with scoped() runs in an account's session only")
         return
     if scope is None:
         if _touches_tenant_table(state):
@@ -67,8 +70,12 @@ def _scope_statement(state: ORMExecuteState) -> None:
         return
     # The caller's own parameter of this name, if any, is overwritten: it cannot widen the scope.
     state.parameters = {**(parameters or {}), SCOPE_PARAM: account_id}
-    if not any(option is _SCOPE_CRITERIA for option in state.statement._with_options):
+    if not _prescoped(state.statement):
         state.statement = state.statement.options(_SCOPE_CRITERIA)
+
+
+def _prescoped(statement: Executable) -> bool:
+    return any(option is _SCOPE_CRITERIA for option in statement._with_options)
 
 
 SCOPE_PARAM: Final = "deskpilot_account_scope"
