@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Final
 
 import httpx
 
+from deskpilot.background import running
 from deskpilot.chat.context import ContextCache
 from deskpilot.chat.stream import TurnStreams
 from deskpilot.errors import DeskpilotError
@@ -92,20 +92,12 @@ class AppState:
         if not self._started:
             self._started = True
             await self._background.enter_async_context(self.db.checkpoints())
-            await self._background.enter_async_context(self._invalidations())
+            # For the app's lifetime: drop the cached token authentications a request of any process sharing the
+            # pub/sub voided (`identity.announce_invalidation`).
+            await self._background.enter_async_context(
+                running(self._forget_invalidated(), name="token-cache-invalidations")
+            )
             await self.jobs.start()
-
-    @contextlib.asynccontextmanager
-    async def _invalidations(self) -> AsyncIterator[None]:
-        """For the app's lifetime, drop the cached token authentications that a request of any process sharing
-        the pub/sub voided (`identity.announce_invalidation`)."""
-        task = asyncio.get_running_loop().create_task(self._forget_invalidated(), name="token-cache-invalidations")
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
 
     async def _forget_invalidated(self) -> None:
         while not self._closed:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import sqlite3
 import uuid
@@ -15,6 +14,7 @@ from sqlalchemy import event, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 
+from deskpilot.background import running
 from deskpilot.storage import sqlite
 from deskpilot.storage.tenancy import ALL_ACCOUNTS, SCOPE_KEY
 
@@ -146,10 +146,5 @@ class Database:
                 except sqlite3.Error:
                     logger.warning("background WAL checkpoint of %s failed", path, exc_info=True)
 
-        task = asyncio.get_running_loop().create_task(loop(), name="sqlite-checkpoints")
-        try:
+        async with running(loop(), name="sqlite-checkpoints"):
             yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
