@@ -253,3 +253,11 @@ def test_vision_models_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
 
     assert llm.supports_images("chat") is True
     assert accepts_images(llm.settings, "anthropic:claude-sonnet-4-5") is False  # the list replaces the default
+
+
+def test_a_part_made_from_its_bytes_is_the_part_of_its_base64_and_decodes_nothing_again() -> None:
+    made = ImagePart.from_bytes("image/png", PNG_BYTES)
+    assert made == PNG
+    assert made.raw is PNG_BYTES
+    assert made.sha256 == hashlib.sha256(PNG_BYTES).hexdigest()
+    assert made.placeholder == PNG.placeholder

@@ -13,6 +13,7 @@ from sqlalchemy import event, text
 
 from deskpilot.storage import Database
 from deskpilot.storage import engine as engine_module
+from deskpilot.storage.engine import in_memory_sqlite
 
 
 @pytest.fixture
@@ -109,3 +110,17 @@ async def test_an_in_memory_database_keeps_its_single_connection_pool() -> None:
             assert (await conn.execute(text("SELECT 1"))).scalar_one() == 1
     finally:
         await database.dispose()
+
+
+@pytest.mark.parametrize(
+    ("url", "in_memory"),
+    [
+        ("sqlite+aiosqlite://", True),
+        ("sqlite+aiosqlite:///:memory:", True),
+        ("sqlite+aiosqlite:///file:shared?mode=memory&cache=shared&uri=true", True),
+        ("sqlite+aiosqlite:///./deskpilot.db", False),
+        ("postgresql+asyncpg://deskpilot@db/deskpilot", False),
+    ],
+)
+def test_in_memory_sqlite_is_told_from_a_database_file_or_server(url: str, in_memory: bool) -> None:
+    assert in_memory_sqlite(url) is in_memory

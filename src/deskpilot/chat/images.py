@@ -50,7 +50,7 @@ def check_image(image: ImageIn, position: int = 1) -> ImagePart:
         raise ImageInvalid(
             f"Image {position} is not a {image.media_type} image", extra={"image": position},
         )
-    return ImagePart(image.media_type, image.data)
+    return ImagePart.from_bytes(image.media_type, raw, image.data)
 
 
 def check_images(images: Sequence[ImageIn]) -> tuple[ImagePart, ...]:

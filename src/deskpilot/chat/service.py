@@ -38,6 +38,7 @@ from deskpilot.chat.images import check_images, with_image_note
 from deskpilot.chat.markers import clean_user_message, parse_reply, visible_prefix
 from deskpilot.chat.models import ChatTurn, MessageImage
 from deskpilot.chat.schemas import (
+    MAX_IMAGES,
     MAX_MESSAGE_CHARS,
     ChatCreate,
     ChatDetail,
@@ -48,7 +49,7 @@ from deskpilot.chat.schemas import (
     ResumeIn,
     TurnOut,
 )
-from deskpilot.chat.stored_images import history_images, image_counts, image_writes, message_images, stored_image
+from deskpilot.chat.stored_images import history_images, image_counts, image_writes, stored_image
 from deskpilot.chat.stream import TurnStream, TurnStreams
 from deskpilot.chat.tools import CHAT_TOOLS, TOOLS_BY_NAME, ToolDeps
 from deskpilot.diagnosis import service as diagnosis
@@ -560,7 +561,7 @@ async def send_message(
         session = await db.get(PilotSession, session_id)
         if session is None or session.state_version != head.state_version:
             raise ThreadBusy("This chat changed while the message was sent; send it again")
-        context = await _read_in(db, session, branch_id, plan.history_before, images=_vision(deps))
+        context = await _read_in(db, session, branch_id, plan.history_before, images=takes_images(deps.llm))
     stream = deps.streams.open(plan.turn_id)
     gate = _Gate()
     sent = asyncio.get_running_loop().create_future()
@@ -771,12 +772,13 @@ async def _read(deps: ChatDeps, plan: TurnPlan) -> TurnContext:
         session = await db.get(PilotSession, plan.session_id)
         if session is None:
             raise ChatSessionNotFound("Chat session not found")
-        return await _read_in(db, session, plan.branch_id, plan.history_before, images=_vision(deps))
+        return await _read_in(db, session, plan.branch_id, plan.history_before, images=takes_images(deps.llm))
 
 
-def _vision(deps: ChatDeps) -> bool:
-    """Whether the chat's models take images: only then do kept images go to them again."""
-    return deps.llm.supports_images(Purpose.CHAT)
+def takes_images(llm: LLM) -> bool:
+    """Whether the chat's models take images (UC-003): only then are images accepted, shown to them again, and
+    offered by the console."""
+    return llm.configured and llm.supports_images(Purpose.CHAT)
 
 
 async def _read_in(
@@ -1059,7 +1061,7 @@ async def _following_context(db: AsyncSession, deps: ChatDeps, session: PilotSes
         return None
     try:
         return await _read_in(db, session, session.active_branch_id, session.message_seq + 1,
-                              images=_vision(deps))
+                              images=takes_images(deps.llm))
     except Exception:
         logger.warning("chat %s: could not keep the prompt context", session.id, exc_info=True)
         deps.contexts.forget(session.id)
@@ -1144,9 +1146,9 @@ async def regenerate(db: AsyncSession, deps: ChatDeps, caller: Caller, session_i
     turn, _, assistant = await _open_turn(db, session, caller, kind="regenerate", user_text=None)
     plan = _plan(session, caller, turn, assistant, user.content)
     plan.user_seq = user.seq
-    if _vision(deps):
-        # The message is answered again as it was sent: with its images.
-        plan.images = await message_images(db, user.id)
+    if takes_images(deps.llm):
+        # The message is answered again as it was sent: with all its images.
+        plan.images = (await history_images(db, [user.id], limit=MAX_IMAGES)).get(user.id, ())
     return _launch(deps, plan)
 
 

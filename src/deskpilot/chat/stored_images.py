@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Final
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from deskpilot.chat.models import MessageImage
@@ -25,25 +23,25 @@ def image_writes(
     account_id: uuid.UUID, session_id: uuid.UUID, message_id: uuid.UUID, images: Sequence[ImagePart], now: datetime
 ) -> list[Write]:
     """The rows keeping `images` (checked already: strict base64 of an accepted media type) with their message."""
-    writes = []
-    for position, image in enumerate(images, start=1):
-        data = base64.b64decode(image.data)
-        writes.append(insert_row(MessageImage, {
+    return [
+        insert_row(MessageImage, {
             "id": uuid.uuid4(), "account_id": account_id, "session_id": session_id, "message_id": message_id,
-            "position": position, "media_type": image.media_type, "size": len(data),
-            "sha256": hashlib.sha256(data).hexdigest(), "data": data, "created_at": now,
-        }))
-    return writes
+            "position": position, "media_type": image.media_type, "size": len(image.raw), "sha256": image.sha256,
+            "data": image.raw, "created_at": now,
+        })
+        for position, image in enumerate(images, start=1)
+    ]
 
 
 def _part(media_type: str, data: bytes) -> ImagePart:
-    return ImagePart(media_type, base64.b64encode(data).decode("ascii"))
+    return ImagePart.from_bytes(media_type, data)
 
 
 async def history_images(
     db: AsyncSession, message_ids: Sequence[uuid.UUID], limit: int | None = None
 ) -> dict[uuid.UUID, tuple[ImagePart, ...]]:
-    """The newest `limit` (IMAGES_IN_HISTORY) images of the messages `message_ids` (given newest first), by message.
+    """The newest `limit` (IMAGES_IN_HISTORY) images of the messages `message_ids` (given newest first), by message,
+    each message's in order.
 
     The rows' sizes are read first and only the chosen images' data after, so a long conversation full of
     screenshots costs no more memory than `limit` images.
@@ -71,25 +69,13 @@ async def history_images(
     return {message_id: tuple(parts) for message_id, parts in images.items()}
 
 
-async def message_images(db: AsyncSession, message_id: uuid.UUID) -> tuple[ImagePart, ...]:
-    """Every image of one message, in order (a regenerated reply answers the message with all of them)."""
-    rows = (await db.execute(
-        select(MessageImage.media_type, MessageImage.data)
-        .where(MessageImage.message_id == message_id)
-        .order_by(MessageImage.position)
-    )).all()
-    return tuple(_part(row.media_type, row.data) for row in rows)
-
-
 async def image_counts(db: AsyncSession, session_id: uuid.UUID) -> dict[uuid.UUID, int]:
     """How many images each message of the session has (messages without any are left out)."""
-    rows = (await db.execute(
-        select(MessageImage.message_id, MessageImage.position).where(MessageImage.session_id == session_id)
-    )).all()
-    counts: dict[uuid.UUID, int] = {}
-    for row in rows:
-        counts[row.message_id] = counts.get(row.message_id, 0) + 1
-    return counts
+    rows = await db.execute(
+        select(MessageImage.message_id, func.count()).where(MessageImage.session_id == session_id)
+        .group_by(MessageImage.message_id)
+    )
+    return {message_id: count for message_id, count in rows}
 
 
 async def stored_image(

@@ -118,10 +118,9 @@ def _workers_refusal(settings: Settings) -> str | None:
     if not settings.redis.url:
         return ("several server processes need DESKPILOT_REDIS__URL: live events (notifications, session updates) "
                 "are published through Redis so that every process's streams see them")
-    from sqlalchemy.engine import make_url
+    from deskpilot.storage.engine import in_memory_sqlite
 
-    database = make_url(settings.database.url)
-    if database.get_backend_name() == "sqlite" and database.database in (None, "", ":memory:"):
+    if in_memory_sqlite(settings.database.url):
         return "several server processes need a database they share: a file or PostgreSQL, not in-memory SQLite"
     return None
 

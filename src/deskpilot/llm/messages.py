@@ -28,13 +28,20 @@ class ToolCall:
 class ImagePart:
     """An image sent with a user message, for vision-capable models: its media type and base64 data.
 
-    Recorded conversations carry `placeholder` instead of the data (see `Message.to_dict`).
+    Recorded conversations carry `placeholder` instead of the data (see `Message.to_dict`). The decoded bytes and
+    their digest are worked out once (decoding and hashing a few MB is not free) and not compared.
     """
 
     media_type: str
     data: str
-    # The placeholder is computed once (decoding and hashing a few MB is not free) and not compared.
+    _raw: bytes | None = field(default=None, repr=False, compare=False)
+    _sha256: str | None = field(default=None, init=False, repr=False, compare=False)
     _placeholder: str | None = field(default=None, init=False, repr=False, compare=False)
+
+    @classmethod
+    def from_bytes(cls, media_type: str, raw: bytes, data: str | None = None) -> ImagePart:
+        """The part of an image whose bytes the caller has (and, if it has it, their base64 text)."""
+        return cls(media_type, base64.b64encode(raw).decode("ascii") if data is None else data, raw)
 
     @property
     def data_url(self) -> str:
@@ -42,19 +49,33 @@ class ImagePart:
         return f"data:{self.media_type};base64,{self.data}"
 
     @property
-    def placeholder(self) -> str:
-        """What a record keeps of the image: `[image image/png, 123 KB, sha256 0123456789abcdef]`.
-
-        The size and digest are those of the decoded bytes (of the base64 text, should it not decode).
-        """
-        if self._placeholder is None:
+    def raw(self) -> bytes:
+        """The decoded image (the base64 text's own bytes, should it not decode)."""
+        if self._raw is None:
             try:
                 raw = base64.b64decode(self.data, validate=True)
             except (binascii.Error, ValueError):
                 raw = self.data.encode()
-            digest = hashlib.sha256(raw).hexdigest()[:16]
-            kilobytes = (len(raw) + 1023) // 1024
-            object.__setattr__(self, "_placeholder", f"[image {self.media_type}, {kilobytes} KB, sha256 {digest}]")
+            object.__setattr__(self, "_raw", raw)
+        assert self._raw is not None
+        return self._raw
+
+    @property
+    def sha256(self) -> str:
+        """The SHA-256 of the decoded image, hex."""
+        if self._sha256 is None:
+            object.__setattr__(self, "_sha256", hashlib.sha256(self.raw).hexdigest())
+        assert self._sha256 is not None
+        return self._sha256
+
+    @property
+    def placeholder(self) -> str:
+        """What a record keeps of the image: `[image image/png, 123 KB, sha256 0123456789abcdef]` (size and digest
+        of the decoded bytes)."""
+        if self._placeholder is None:
+            kilobytes = (len(self.raw) + 1023) // 1024
+            placeholder = f"[image {self.media_type}, {kilobytes} KB, sha256 {self.sha256[:16]}]"
+            object.__setattr__(self, "_placeholder", placeholder)
         assert self._placeholder is not None
         return self._placeholder
 

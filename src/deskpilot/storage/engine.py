@@ -63,13 +63,18 @@ def _sqlite_reset(dbapi_connection: Any, _record: ConnectionPoolEntry, state: Po
         dbapi_connection.rollback()
 
 
+def in_memory_sqlite(url: str) -> bool:
+    """Whether `url` names an in-memory SQLite database (gone with its process, seen by no other one)."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return False
+    return not parsed.database or parsed.database == ":memory:" or "mode=memory" in url
+
+
 def _warm_first(url: str) -> dict[str, Any]:
     """A file database's pool hands out the most recently used connection first: its page cache is the warm one
     (an in-memory database has one connection, in a pool without that option)."""
-    database = make_url(url).database
-    if not database or database == ":memory:" or "mode=memory" in url:
-        return {}
-    return {"pool_use_lifo": True}
+    return {} if in_memory_sqlite(url) else {"pool_use_lifo": True}
 
 
 def make_engine(
@@ -133,8 +138,8 @@ class Database:
 
         Servers run this for their lifetime so that no request commits into a checkpoint. Elsewhere nothing.
         """
-        path = self.engine.url.database if self.dialect == "sqlite" else None
-        if not path or path == ":memory:":
+        path = self.engine.url.database
+        if self.dialect != "sqlite" or in_memory_sqlite(self.url) or path is None:
             yield
             return
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Annotated
+from typing import Annotated, Final
 
 from fastapi import APIRouter, Form, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -55,6 +55,10 @@ async def _record_failed_login(state: AppState, request: Request, email: str) ->
         await session.commit()
 
 
+# The same words for both of an email's pauses (this process's count, the audit log's), known email or not.
+_EMAIL_PAUSED: Final = "Too many wrong passwords for this address"
+
+
 def _paused(request: Request, email: str, target: str, why: str, wait_s: float) -> HTMLResponse:
     """429: sign-ins paused (no password was checked), with when to try again."""
     seconds = max(1, math.ceil(wait_s))
@@ -100,7 +104,7 @@ async def submit_login(
     wait_s = state.email_failures.refused_for(email_key)
     if wait_s is not None:
         # The same answer whether the address has an account or not.
-        return _paused(request, email, target, "Too many wrong passwords for this address", wait_s)
+        return _paused(request, email, target, _EMAIL_PAUSED, wait_s)
     try:
         async with state.db.system_session() as session:
             user = await identity.authenticate_password(session, email, password)
@@ -114,7 +118,7 @@ async def submit_login(
     except TooManyFailedLogins as e:
         # Not counted as one more failure: no password was tried, and the pause ends as planned.
         logger.warning("console sign-in paused for an email after repeated wrong passwords")
-        return _paused(request, email, target, "Too many wrong passwords for this address", e.extra["retry_after_s"])
+        return _paused(request, email, target, _EMAIL_PAUSED, e.extra["retry_after_s"])
     response = RedirectResponse(target, status_code=303)
     set_session_cookie(response, state, user)
     return response

@@ -22,7 +22,6 @@ from deskpilot.chat.schemas import ChatCreate, ChatDetail, ChatRename, TurnOut
 from deskpilot.diagnosis import service as diagnosis
 from deskpilot.errors import DeskpilotError, NotFound, PermissionDenied
 from deskpilot.identity.models import Role
-from deskpilot.llm import Purpose
 from deskpilot.pilot.lifecycle import Action
 from deskpilot.web.console import Console, ConsoleDep
 from deskpilot.web.rendering import render, templates
@@ -201,14 +200,8 @@ async def page_chat(console: ConsoleDep, session_id: uuid.UUID) -> HTMLResponse:
         can_work=console.principal.can(Role.ENGINEER),
         is_open=detail.session.status in OPEN_STATUSES,
         llm_configured=console.state.llm.configured,
-        can_attach=_takes_images(console),
+        can_attach=service.takes_images(console.state.llm),
     )
-
-
-def _takes_images(console: Console) -> bool:
-    """Whether the chat's models take images (UC-003): only then does the page offer to attach them."""
-    llm = console.state.llm
-    return llm.configured and llm.supports_images(Purpose.CHAT)
 
 
 async def _not_done(console: Console, session_id: uuid.UUID, status: int, title: str, message: str) -> HTMLResponse:

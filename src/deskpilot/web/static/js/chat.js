@@ -147,29 +147,42 @@
     var body = el("div", "chat-body");
     item.appendChild(body);
     renderText(body, text || "");
-    if (id && images) addImages(item, id, images);
+    if (id && images) addImages(item, keptImages(id, images), true);
     els.messages.appendChild(item);
     item.scrollIntoView({ block: "nearest" });
     return item;
   }
 
-  // The images kept with a message (sent through the API), each a link to itself at full size.
-  function addImages(item, id, count) {
+  // The images sent with a message, under it: those kept on the server each link to itself at full size; those
+  // just sent show from the page's own copy until the conversation is read again.
+  function addImages(item, urls, linked) {
     var strip = el("div", "chat-images");
-    for (var n = 1; n <= count; n++) {
-      var url = API + "/sessions/" + sid + "/messages/" + id + "/images/" + n;
-      var link = el("a", "chat-image");
-      link.href = url;
-      link.target = "_blank";
-      link.rel = "noopener";
-      var img = document.createElement("img");
-      img.src = url;
-      img.alt = "Image " + n + " of " + count + " sent with this message";
+    urls.forEach(function (url, i) {
+      var frame = el(linked ? "a" : "span", "chat-image");
+      if (linked) {
+        frame.href = url;
+        frame.target = "_blank";
+        frame.rel = "noopener";
+      }
+      var img = thumbnail(url, "Image " + (i + 1) + " of " + urls.length + " sent with this message");
       img.loading = "lazy";
-      link.appendChild(img);
-      strip.appendChild(link);
-    }
+      frame.appendChild(img);
+      strip.appendChild(frame);
+    });
     item.appendChild(strip);
+  }
+
+  function keptImages(id, count) {
+    var urls = [];
+    for (var n = 1; n <= count; n++) urls.push(API + "/sessions/" + sid + "/messages/" + id + "/images/" + n);
+    return urls;
+  }
+
+  function thumbnail(url, alt) {
+    var img = document.createElement("img");
+    img.src = url;
+    img.alt = alt;
+    return img;
   }
 
   // --- the turn being streamed --------------------------------------------------------------------------
@@ -410,13 +423,6 @@
     renderAttachments();
   }
 
-  function thumbnail(url, alt) {
-    var img = document.createElement("img");
-    img.src = url;
-    img.alt = alt;
-    return img;
-  }
-
   function renderAttachments() {
     if (!els.attachments) return;
     clear(els.attachments);
@@ -433,15 +439,7 @@
 
   function send(text, images) {
     var user = addMessage("user", null, text);
-    if (images.length) {
-      var strip = el("div", "chat-images");
-      images.forEach(function (entry, i) {
-        var frame = el("span", "chat-image");
-        frame.appendChild(thumbnail(entry.url, "Image " + (i + 1) + " of " + images.length + " sent with this message"));
-        strip.appendChild(frame);
-      });
-      user.appendChild(strip);
-    }
+    if (images.length) addImages(user, images.map(function (entry) { return entry.url; }), false);
     turn.pendingUser = user;
     els.input.value = "";
     var body = { text: text };
