@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,8 +23,9 @@ from typing import Any
 import aiohttp
 import httpx
 
+from bench import _pilot_floor as floor
 from bench._pilot_common import INTAKE, RESPONSE, Tenant, as_row, median, percentile, prepare
-from bench._pilot_fake import API_KEY
+from bench._pilot_fake import API_KEY, LAST_STEP_REQUEST
 from bench._pilot_turn import DeskpilotTurns
 from deskpilot.llm.eager_writes import install_eager_body_writes
 from deskpilot.pilot import service
@@ -124,9 +126,8 @@ def _server(
     `launcher` replaces `-m uvicorn` (bench._pilot_profile runs the server under cProfile this way). With
     `workers` > 1 uvicorn runs that many server processes, which share events through the local Redis.
     """
-    port = _free_port()
     several = {"DESKPILOT_REDIS__URL": REDIS_URL} if workers > 1 else {}
-    env = _child_env({
+    env = {
         **several,
         "DESKPILOT_DATABASE__URL": database_url,
         "DESKPILOT_LLM__DEFAULT_MODEL": "openai:gpt-4o-mini",
@@ -134,18 +135,29 @@ def _server(
         "DESKPILOT_LLM__OPENAI__BASE_URL": model_url,
         "DESKPILOT_LLM__TIMEOUT_S": "120",
         "DESKPILOT_JOBS__BACKEND": "inprocess",
-    })
+    }
+    with _uvicorn(tmp, "deskpilot.api.app:create_app", env, launcher=launcher, workers=workers) as served:
+        yield served
+
+
+@contextmanager
+def _uvicorn(
+    tmp: Path, app: str, env: dict[str, str], *, launcher: tuple[str, ...] = ("-m", "uvicorn"), workers: int = 1
+) -> Iterator[tuple[str, int]]:
+    """The ASGI app factory `app` under uvicorn in its own process, serving until the block ends; waits for
+    GET /healthz to answer 200 and yields the base URL and the process id."""
+    port = _free_port()
     command = [
-        sys.executable, *launcher, "deskpilot.api.app:create_app", "--factory", "--host=127.0.0.1",
+        sys.executable, *launcher, app, "--factory", "--host=127.0.0.1",
         # Keep-alive longer than a level lasts: a connection the server closed while idle between levels would
         # otherwise fail the load generator's next request on it (httpx ReadError).
         f"--port={port}", "--log-level=warning", "--no-access-log", "--backlog=4096", "--timeout-keep-alive=120",
         f"--workers={workers}",
     ]
     log_path = tmp / "server.log"
-    with log_path.open("wb") as log:
+    with log_path.open("ab") as log:
         # cwd is the temporary folder: no developer's .env is read.
-        process = subprocess.Popen(command, cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT,
+        process = subprocess.Popen(command, cwd=tmp, env=_child_env(env), stdout=log, stderr=subprocess.STDOUT,
                                    start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -181,6 +193,8 @@ class Level:
     # The first answer of each kind of failure, to show what went wrong.
     samples: dict[str, str] = field(default_factory=dict)
     cpu_ms: dict[str, float] = field(default_factory=dict)
+    # The body of the latest answer to a turn (the floor answers with one of the same size).
+    last_reply: bytes = b""
 
     def failed(self, what: str, status: int, text: str) -> None:
         key = f"{what} {status}"
@@ -232,6 +246,7 @@ async def _turns(client: aiohttp.ClientSession, level: Level, session: Open) -> 
             level.failed("respond", status, content.decode(errors="replace"))
             return
         level.turn_ms.append((time.perf_counter() - started) * 1000.0)
+        level.last_reply = content
         session.step_id = json.loads(content)["next_step"]["step_id"]
 
 
@@ -290,9 +305,44 @@ def _give_up(level: Level) -> bool:
     return bool(level.errors) or level.efficiency < GIVE_UP_BELOW
 
 
+async def _floor(
+    tmp: Path, fake: FakeModel, levels: tuple[int, ...], turns: int, delay_s: float, turn_reply: bytes
+) -> list[Level]:
+    """The turns-only levels again against the bare forwarder (bench._pilot_floor), with deskpilot's bytes."""
+    async with aiohttp.ClientSession() as client, client.get(f"http://127.0.0.1:{fake.port}{LAST_STEP_REQUEST}") as got:
+        model_request = await got.read()
+    (tmp / "floor-request.json").write_bytes(model_request)
+    (tmp / "floor-reply.json").write_bytes(turn_reply)
+    config = {"model_url": fake.url, "api_key": API_KEY, "request": str(tmp / "floor-request.json"),
+              "reply": str(tmp / "floor-reply.json")}
+    (tmp / "floor.json").write_text(json.dumps(config))
+    env = {floor.CONFIG_ENV: str(tmp / "floor.json")}
+    results: list[Level] = []
+    with _uvicorn(tmp, "bench._pilot_floor:create_app", env) as (base, pid):
+        async with aiohttp.ClientSession(
+            base_url=base, timeout=aiohttp.ClientTimeout(total=300),
+            connector=aiohttp.TCPConnector(limit=max(levels) + 16, keepalive_timeout=120),
+        ) as client:
+            load = Load(client, {"server": pid, "fake model": fake.process.pid, "load generator": None})
+            await load.run(Level(min(WARMUP_SESSIONS, *levels), 1, started=False, delay_s=delay_s),
+                           _made_up(min(WARMUP_SESSIONS, *levels)))
+            for sessions in levels:
+                await asyncio.sleep(1.0)
+                results.append(await load.run(Level(sessions, turns, started=False, delay_s=delay_s),
+                                              _made_up(sessions)))
+                if _give_up(results[-1]):
+                    break
+    return results
+
+
+def _made_up(count: int) -> list[Open]:
+    """Sessions for the forwarder, which keeps none: any ids do."""
+    return [Open(str(uuid.uuid4()), str(uuid.uuid4())) for _ in range(count)]
+
+
 async def _measure(
     tmp: Path, levels: tuple[int, ...], turns: int, delay_s: float, workers: int = 1
-) -> tuple[list[Level], list[Level]]:
+) -> tuple[list[Level], list[Level], list[Level]]:
     # The load generator is an aiohttp client too: its requests leave at once, not at the end of its loop's turn.
     install_eager_body_writes(asyncio.get_running_loop())
     path = tmp / "capacity.db"
@@ -301,6 +351,7 @@ async def _measure(
     tenant = await prepare(db)
     whole: list[Level] = []
     turns_only: list[Level] = []
+    bare: list[Level] = []
     connector_limit = max(levels) + 16
     headers = {"Authorization": f"Bearer {tenant.token}"}
     try:
@@ -325,9 +376,15 @@ async def _measure(
                     turns_only.append(await load.run(level, existing))
                     if _give_up(level):
                         break
+            replied = [level.last_reply for level in turns_only if level.last_reply]
+            if workers == 1 and replied:
+                bare = await _floor(tmp, fake, levels, turns, delay_s, replied[-1])
     finally:
         await db.dispose()
-    return whole, turns_only
+    return whole, turns_only, bare
+
+
+FLOOR_LABEL = " (floor: bare forwarder)"
 
 
 def _row(level: Level, label: str = "") -> dict[str, str]:
@@ -392,10 +449,12 @@ def measure(
     """
     tmp.mkdir(parents=True, exist_ok=True)
     load_before = os.getloadavg()[0]
-    whole, turns_only = asyncio.run(_measure(tmp, levels, turns, delay_s, workers))
+    whole, turns_only, bare = asyncio.run(_measure(tmp, levels, turns, delay_s, workers))
     label = "" if workers == 1 else f", {workers} server processes"
     rows = [_row(level, label) for level in whole] + _skipped(levels, whole, label)
     rows += [_row(level, label) for level in turns_only] + _skipped(levels, turns_only, label + ", turns only")
+    if bare:
+        rows += [_row(level, FLOOR_LABEL) for level in bare] + _skipped(levels, bare, FLOOR_LABEL + ", turns only")
     server = "in 1 process" if workers == 1 else f"in {workers} processes (uvicorn --workers, Redis for events)"
     setup = (
         f"uvicorn + create_app (SQLite file) {server}, the fake model in another, the load generator in this "
@@ -415,6 +474,17 @@ def measure(
             result=str(best) if best is not None else f"< {min(levels)}",
             vs_reference=goal if workers == 1 else "comparison (the goal is for one process)",
             detail=setup,
+        ))
+    if bare:
+        best = _best(bare)
+        rows.append(as_row(
+            measure="3. capacity: largest N with efficiency ≥ 0.9, turns only" + FLOOR_LABEL,
+            system="bench._pilot_floor in one process",
+            result=str(best) if best is not None else f"< {min(levels)}",
+            vs_reference="reference: no server of this stack does better on this machine",
+            detail="uvicorn + a bare ASGI forwarder (no framework, authentication, database or validation) "
+                   "sending deskpilot's model request of this run and answering with its turn reply; same fake "
+                   "model and load generator, right after deskpilot's levels",
         ))
     return rows
 

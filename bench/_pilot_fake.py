@@ -4,27 +4,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import socket
 import sys
 from typing import Any
 
+import orjson
 import uvicorn
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 from tests.fakes import FakeOpenAIServer, text_reply
 
 from bench._pilot_common import CLASSIFICATION_JSON, CLASSIFICATION_NAME, CLASSIFY_TOKENS, STEP_JSON, STEP_TOKENS
 
 API_KEY = "sk-bench-pilot"
+LAST_STEP_REQUEST = "/bench/last-step-request"
 
 
 class DelayedServer(FakeOpenAIServer):
     """The test suite's FakeOpenAIServer wire format, answering by schema: the classification or the fixed step.
 
-    The delay is a plain sleep (the test server polls for a client disconnect every 20 ms, which with hundreds
-    of requests in flight spends this process's CPU on polling), and requests are not kept in memory.
+    Its CPU shares the machine's 2 cores with the server under test, so it is kept small: a plain ASGI callable
+    for the one route (no routing, no Request object), orjson both ways, the delay a plain sleep (the test
+    server polls for a client disconnect every 20 ms, which with hundreds of requests in flight spends this
+    process's CPU on polling), and requests are not kept in memory.
     """
 
     def __init__(self, delay_s: float) -> None:
@@ -34,16 +35,47 @@ class DelayedServer(FakeOpenAIServer):
         self.classification = text_reply(
             CLASSIFICATION_JSON, input_tokens=CLASSIFY_TOKENS[0], output_tokens=CLASSIFY_TOKENS[1]
         )
+        self._authorization = f"Bearer {API_KEY}".encode()
+        # The body of the latest step request, for the floor of the capacity measure (bench._pilot_floor).
+        self.last_step_request = b""
 
-    async def _chat(self, request: Request) -> Response:
-        body: Any = json.loads(await request.body())
-        denied = self._unauthorized(request)
-        if denied is not None:
-            return denied
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] == LAST_STEP_REQUEST and scope["method"] == "GET":
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": self.last_step_request})
+            return
+        if scope["path"] != "/v1/chat/completions" or scope["method"] != "POST":
+            await _send_json(send, 404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+            return
+        chunks = []
+        while True:
+            message = await receive()
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body"):
+                break
+        if (b"authorization", self._authorization) not in scope["headers"]:
+            await _send_json(send, 401, {"error": {"message": "Incorrect API key provided.",
+                                                   "type": "invalid_request_error"}})
+            return
+        raw = b"".join(chunks)
+        body: Any = orjson.loads(raw)
         schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("name")
-        reply = self.classification if schema == CLASSIFICATION_NAME else self.step
+        if schema == CLASSIFICATION_NAME:
+            reply = self.classification
+        else:
+            reply = self.step
+            self.last_step_request = raw
         await asyncio.sleep(self.delay_s)
-        return JSONResponse(self._completion(body, reply))
+        await _send_json(send, 200, self._completion(body, reply))
+
+
+async def _send_json(send: Any, status: int, value: Any) -> None:
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": orjson.dumps(value)})
 
 
 def main() -> None:
@@ -62,7 +94,7 @@ def main() -> None:
     # Nobody reads the pipe after the port: point stdout elsewhere so that it can never fill up.
     os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     config = uvicorn.Config(
-        server.app, log_config=None, log_level="warning", lifespan="off", ws="none", access_log=False,
+        server, log_config=None, log_level="warning", lifespan="off", ws="none", access_log=False,
         backlog=4096,
     )
     uvicorn.Server(config).run(sockets=[sock])
