@@ -479,6 +479,31 @@ async def test_uc003_a_message_may_be_images_only(vision_chat: ChatApp) -> None:
     assert detail["session"]["problem_summary"] is None  # nothing to summarise from an image alone
 
 
+async def test_uc002_ss038_after_an_images_only_first_message_the_first_words_name_the_chat(
+    vision_chat: ChatApp,
+) -> None:
+    chat = vision_chat
+    chat.model.title = "VPN certificate warning"
+    chat_id = await chat.new_chat()
+    chat.model.add("A certificate warning from the VPN client.")
+    response = await chat.http.post(f"{API}/sessions/{chat_id}/messages",
+                                    json={"images": [{"media_type": "image/png", "data": PNG}]},
+                                    headers=chat.a.headers(Role.ENGINEER))
+    assert response.status_code == 200, response.text
+    assert (await chat.detail(chat_id))["session"]["title"] == "New Chat"  # nothing yet to name it by
+
+    chat.model.add("Then check the certificate's expiry date.")
+    await chat.send(chat_id, "The VPN client says the server certificate is untrusted")
+    session = (await chat.detail(chat_id))["session"]
+    assert session["title"] == "VPN certificate warning"
+    assert session["problem_summary"].startswith("The VPN client says")
+
+    chat.model.title = "Something else entirely"
+    chat.model.add("Good.")
+    await chat.send(chat_id, "It expired yesterday")
+    assert (await chat.detail(chat_id))["session"]["title"] == "VPN certificate warning"  # named once
+
+
 async def test_uc003_bad_images_are_refused_and_store_nothing(vision_chat: ChatApp) -> None:
     chat = vision_chat
     chat_id = await chat.new_chat()

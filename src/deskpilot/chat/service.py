@@ -400,7 +400,9 @@ class TurnPlan:
     assistant_message_id: uuid.UUID
     assistant_seq: int
     text: str
-    first_turn: bool = False
+    # The chat is still "New Chat" and this message has text: it names the chat (a first message of images
+    # only leaves that to the first one with words).
+    names_chat: bool = False
     # A resumed turn: the paused reply's tool calls and their results, sent after the conversation.
     continuation: list[Message] = field(default_factory=list)
     # The paused reply's seq: a resumed turn's history stops before it.
@@ -545,7 +547,7 @@ async def send_message(
     if head.status not in (SessionStatus.ACTIVE, SessionStatus.PAUSED):
         raise CannotSend(f"Cannot send messages to a {head.status} session")
     deps.llm.model_for(Purpose.CHAT)  # no provider for chat: a 503 before anything is stored
-    first_turn = head.step_count == 0
+    names_chat = head.title in (None, "", prompts.NEW_CHAT_TITLE) and bool(text.strip())
     branch_id: uuid.UUID | None = head.active_branch_id
     # The text notes the images, which are kept beside it (`stored_images`): a later turn on a model without
     # vision, or past the newest few images, still knows they were there.
@@ -554,7 +556,7 @@ async def send_message(
     plan = TurnPlan(
         account_id=caller.account_id, session_id=session_id, turn_id=uuid.uuid4(), caller=caller,
         branch_id=branch_id, assistant_message_id=uuid.uuid4(), assistant_seq=head.message_seq + 2,
-        text=text, first_turn=first_turn, images=images,
+        text=text, names_chat=names_chat, images=images,
     )
     context = deps.contexts.get(session_id, head.state_version, branch_id) if deps.contexts else None
     if context is None:
@@ -612,11 +614,10 @@ def _turn_writes(
     }
     if head.status == SessionStatus.PAUSED:
         changes["status"] = SessionStatus.ACTIVE.value
-    if plan.first_turn:
-        if head.title in (None, "", prompts.NEW_CHAT_TITLE):
-            changes["title"] = prompts.fallback_title(text)
-        if text and not head.problem_summary:  # an images-only first message says nothing to repeat
-            changes["problem_summary"] = prompts.fallback_title(text)[:200]
+    if plan.names_chat:
+        changes["title"] = prompts.fallback_title(text)
+    if text.strip() and not head.problem_summary:  # the first message with words (images alone say nothing)
+        changes["problem_summary"] = prompts.fallback_title(text)[:200]
 
     def message_row(message_id: uuid.UUID, seq: int, role: str, content: str) -> Write:
         return insert_row(SessionMessage, {
@@ -899,7 +900,7 @@ async def _run_turn(
             snippets = outcome.knowledge[0] if outcome.knowledge else []
         else:
             snippets = context.knowledge[0]
-        if plan.first_turn and plan.text.strip():  # an images-only first message keeps the fallback title
+        if plan.names_chat:
             title_task = asyncio.create_task(_make_title(deps.llm, plan))
         system = prompts.system_prompt(context.state, snippets, siblings=context.siblings, revival=context.revival)
         messages = [Message.system(system), *context.history]
