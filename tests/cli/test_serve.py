@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -56,8 +57,17 @@ def _children(pid: int) -> list[int]:
     return found
 
 
+HEALTH_CHECKS = 24
+_HEALTHZ_COUNT = re.compile(r'^deskpilot_http_requests_total\{[^}]*route="/healthz"[^}]*status="200"[^}]*\} (\S+)$',
+                            re.MULTILINE)
+
+
+def _health_checks(exposition: str) -> int:
+    return sum(int(float(count)) for count in _HEALTHZ_COUNT.findall(exposition))
+
+
 def test_two_workers_serve_the_console_and_the_api(workdir: Path) -> None:
-    """Two server processes behind one port answer requests, and both stop on SIGTERM."""
+    """Two server processes behind one port answer requests, /metrics counts both, and both stop on SIGTERM."""
     env = {**os.environ, "DESKPILOT_REDIS__URL": require_redis()}  # noqa: TID251 - the child needs PATH and friends
     deskpilot = str(Path(sys.executable).with_name("deskpilot"))
     assert subprocess.run([deskpilot, "migrate"], env=env, capture_output=True, check=False).returncode == 0
@@ -82,6 +92,12 @@ def test_two_workers_serve_the_console_and_the_api(workdir: Path) -> None:
         login = httpx.get(f"http://127.0.0.1:{port}/login", timeout=5)
         assert login.status_code == 200
         assert "password" in login.text
+        # Each request goes to whichever worker accepts it; every scrape counts all of them.
+        for _ in range(HEALTH_CHECKS):
+            assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code == 200
+        for _ in range(4):
+            scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+            assert _health_checks(scraped) == HEALTH_CHECKS
     finally:
         server.send_signal(signal.SIGTERM)
         try:

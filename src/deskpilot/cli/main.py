@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import tempfile
 import uuid
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Annotated, Any, Final, TypeVar
@@ -104,6 +106,10 @@ _SERVE_OPTIONS: Final[dict[str, Any]] = {
 }
 
 
+# Where prometheus_client's multiprocess mode keeps the workers' metrics (its documented variable).
+METRICS_DIR_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
+
+
 def worker_app() -> FastAPI:
     """The app of one process of `deskpilot serve --workers N` (uvicorn imports it in each process)."""
     from deskpilot.api.app import create_app
@@ -149,9 +155,15 @@ def serve(
     if refusal is not None:
         err_console.print(f"[red]configuration error:[/red] {refusal}")
         raise typer.Exit(2)
-    uvicorn.run(
-        "deskpilot.cli.main:worker_app", factory=True, workers=workers, host=bind_host, port=bind_port, **_SERVE_OPTIONS
-    )
+    with tempfile.TemporaryDirectory(prefix="deskpilot-metrics-") as metrics_dir:
+        # prometheus_client's multiprocess mode: each worker keeps its metrics in files there and /metrics sums
+        # them, so a scrape counts every worker's requests. The library reads this variable when a worker imports
+        # it, so it is set before uvicorn starts them (they inherit the environment).
+        os.environ[METRICS_DIR_ENV] = metrics_dir  # noqa: TID251 - prometheus_client's own switch, not a setting
+        uvicorn.run(
+            "deskpilot.cli.main:worker_app", factory=True, workers=workers, host=bind_host, port=bind_port,
+            **_SERVE_OPTIONS,
+        )
 
 
 @app.command()

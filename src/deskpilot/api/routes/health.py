@@ -7,7 +7,7 @@ from typing import Any, cast
 
 from fastapi import APIRouter, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest, multiprocess, values
 from sqlalchemy import text
 
 from deskpilot import __version__
@@ -46,6 +46,16 @@ async def readyz(state: StateDep) -> JSONResponse:
     return JSONResponse(body, status_code=200 if ready else 503)
 
 
+def _exposition() -> bytes:
+    """This process's metrics; under `deskpilot serve --workers N` every worker's, summed (prometheus_client's
+    multiprocess mode, which the serve command switches on for its workers), whichever worker answers."""
+    if values.ValueClass is values.MutexValue:
+        return generate_latest()
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+    return generate_latest(registry)
+
+
 @router.get("/metrics", operation_id="metrics", include_in_schema=False)
 async def metrics() -> Response:
-    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+    return Response(_exposition(), media_type=CONTENT_TYPE_LATEST)
