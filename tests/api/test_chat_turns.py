@@ -8,10 +8,14 @@ import dataclasses
 import json
 import uuid
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
+from deskpilot.api.app import create_app
+from deskpilot.api.state import AppState
 from deskpilot.chat import stored_images
 from deskpilot.chat.models import ChatTurn
 from deskpilot.chat.schemas import MAX_IMAGE_BASE64_CHARS
@@ -24,6 +28,8 @@ from deskpilot.pilot.models import PilotSession, SessionMessage
 from deskpilot.settings import LLMSettings, Settings
 from tests.api.chat_support import API, SSE, ChatApp, ChatModel, chat_app, data_of, read_frames, text_of, types
 from tests.api.test_pilot_support import problem
+from tests.conftest import make_settings
+from tests.services import require_redis
 from tests.tenancy import assert_invisible_to_other_account
 
 REPLY = (
@@ -234,6 +240,34 @@ async def test_reconnecting_after_the_turn_gets_its_final_state(chat: ChatApp) -
     assert text_of(replay) == text_of(frames)
     assert data_of(replay, "task-lane") == data_of(frames, "task-lane")
     assert types(replay)[-1] == "[DONE]"
+
+
+async def test_ss034_a_reconnect_served_by_another_process_follows_the_live_turn(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """Two server processes on one database and one Redis (`deskpilot serve --workers 2`): the turn runs in the
+    first, the client's reconnect lands on the second and gets the rest of the live turn, frame for frame."""
+    shared = make_settings(tmp_path, redis={"url": require_redis()})
+    async with chat_app(shared) as chat:
+        other = create_app(shared, state=AppState.build(shared, llm=LLM.for_model(ChatModel())))
+        async with (
+            other.router.lifespan_context(other),
+            httpx.AsyncClient(transport=httpx.ASGITransport(app=other), base_url="http://testserver") as elsewhere,
+        ):
+            chat_id = await chat.new_chat()
+            chat.model.hold = True
+            chat.model.add("Part one and part two.")
+            sender = asyncio.create_task(chat.stream(chat_id, "hello"))
+            await _model_asked(chat)
+            await asyncio.sleep(0.05)
+            headers = {**chat.a.headers(Role.ENGINEER), **SSE, "Last-Event-ID": "6"}
+            resumed = asyncio.create_task(elsewhere.get(f"{API}/sessions/{chat_id}/stream", headers=headers))
+            await asyncio.sleep(0.1)
+            chat.model.release()
+            _, full = await sender
+            rest = read_frames((await asyncio.wait_for(resumed, timeout=10)).text)
+    assert rest == [f for f in full if f["id"] > 6]  # live frames, not the stored state told again
+    assert "replay" not in data_of(full, "turn-info")
 
 
 async def test_ss040_shutdown_mid_turn_stores_what_was_said_and_frees_the_chat(chat: ChatApp) -> None:

@@ -12,6 +12,7 @@ import httpx
 
 from deskpilot.background import running
 from deskpilot.chat.context import ContextCache
+from deskpilot.chat.relay import TurnRelay
 from deskpilot.chat.stream import TurnStreams
 from deskpilot.errors import DeskpilotError
 from deskpilot.events.pubsub import PubSub, make_pubsub
@@ -71,6 +72,9 @@ class AppState:
     def __post_init__(self) -> None:
         context = JobContext(settings=self.settings, database=self.db, pubsub=self.pubsub, llm=self.llm)
         self.jobs = make_job_backend(self.settings, registry, context)
+        if self.settings.redis.url:
+            # Several processes may serve one chat: a client reconnecting to another follows its turn live.
+            self.chat_streams = TurnStreams(relay=TurnRelay.from_url(self.settings.redis.url))
 
     @classmethod
     def build(cls, settings: Settings, *, llm: LLM | None = None, pubsub: PubSub | None = None) -> AppState:

@@ -656,7 +656,9 @@ async def turn_frames(
 ) -> AsyncIterator[str] | None:
     """A reconnecting client's frames (Last-Event-ID = `after`): the rest of a live turn, or its final state.
 
-    None when the session has no turn at all. A turn running in another process is waited for, then replayed.
+    None when the session has no turn at all. A turn running in another process is followed through the relay
+    when there is one (several processes share Redis); without it, or once it has nothing more, the turn is
+    waited for and replayed from its stored state.
     """
     session = await load_chat(db, caller, session_id)
     stmt = select(ChatTurn).where(ChatTurn.session_id == session.id)
@@ -670,7 +672,27 @@ async def turn_frames(
     if live is not None:
         return live.follow(after, batched=True)
     await db.close()
-    return _replay(deps, caller.account_id, turn.id, after)
+    return _elsewhere(deps, caller.account_id, turn.id, after)
+
+
+async def _elsewhere(deps: ChatDeps, account_id: uuid.UUID, turn_id: uuid.UUID, after: int) -> AsyncIterator[str]:
+    """A turn another process runs (or ran): its frames as they are relayed, else its stored final state."""
+    relay, sent = deps.streams.relay, after
+    if relay is not None:
+
+        async def still_running() -> bool:
+            async with deps.database.session(account_id) as db:
+                status = await db.scalar(select(ChatTurn.status).where(ChatTurn.id == turn_id))
+            return status == "running"
+
+        async for last_id, frames_text, ended in relay.follow(turn_id, after, still_running):
+            sent = last_id
+            yield frames_text
+            if ended:
+                return
+    # Ids go on after the last frame the client got (from the relay or before): the replay replaces the message.
+    async for replayed in _replay(deps, account_id, turn_id, sent):
+        yield replayed
 
 
 async def _replay(deps: ChatDeps, account_id: uuid.UUID, turn_id: uuid.UUID, after: int) -> AsyncIterator[str]:

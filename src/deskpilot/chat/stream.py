@@ -6,8 +6,11 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any, Final
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    from deskpilot.chat.relay import TurnRelay
 
 # SS-034: the headers an AI SDK client checks.
 STREAM_HEADERS: Final[Mapping[str, str]] = {
@@ -22,10 +25,19 @@ TEXT_PART_ID: Final = "text-1"
 KEEP_FINISHED_S: Final = 120.0
 
 
-def encode(event_id: int, part: Mapping[str, Any] | str) -> str:
-    """One SSE frame: `id:` then `data:` with the part's JSON (or the literal [DONE])."""
-    data = part if isinstance(part, str) else json.dumps(part, separators=(",", ":"), default=str)
+def frame_data(part: Mapping[str, Any] | str) -> str:
+    """A part as an SSE frame's data: its JSON, or the literal [DONE]."""
+    return part if isinstance(part, str) else json.dumps(part, separators=(",", ":"), default=str)
+
+
+def frame(event_id: int, data: str) -> str:
+    """One SSE frame: `id:` then `data:` (`frame_data`)."""
     return f"id: {event_id}\ndata: {data}\n\n"
+
+
+def encode(event_id: int, part: Mapping[str, Any] | str) -> str:
+    """One SSE frame of a part."""
+    return frame(event_id, frame_data(part))
 
 
 def data_part(name: str, data: object) -> dict[str, Any]:
@@ -93,7 +105,7 @@ def replay_parts(
 class TurnStream:
     """The frames of one live turn, in order; any number of readers follow it from any event id."""
 
-    __slots__ = ("_changed", "done", "finished_at", "parts", "turn_id")
+    __slots__ = ("_changed", "done", "finished_at", "listener", "parts", "turn_id")
 
     def __init__(self, turn_id: uuid.UUID) -> None:
         self.turn_id = turn_id
@@ -101,10 +113,14 @@ class TurnStream:
         self.done = False
         self.finished_at: float | None = None
         self._changed = asyncio.Event()
+        # Told of every emitted batch with the id of its first frame (chat.relay copies them to Redis).
+        self.listener: Callable[[int, tuple[dict[str, Any] | str, ...]], None] | None = None
 
     def emit(self, *parts: dict[str, Any] | str) -> None:
         if self.done:
             return
+        if self.listener is not None and parts:
+            self.listener(len(self.parts) + 1, parts)
         self.parts.extend(parts)
         if parts and parts[-1] == DONE:
             self.done = True
@@ -145,15 +161,22 @@ class TurnStream:
 
 
 class TurnStreams:
-    """Live turns of this process: their streams, and the tasks running them (cancelled on shutdown)."""
+    """Live turns of this process: their streams, and the tasks running them (cancelled on shutdown).
 
-    def __init__(self) -> None:
+    With a `relay` (several server processes share Redis), every stream's frames are copied to it as well, and
+    a turn running in another process can be followed through it.
+    """
+
+    def __init__(self, relay: TurnRelay | None = None) -> None:
         self._streams: dict[uuid.UUID, TurnStream] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.relay = relay
 
     def open(self, turn_id: uuid.UUID) -> TurnStream:
         self._forget_finished()
         stream = TurnStream(turn_id)
+        if self.relay is not None:
+            self.relay.attach(stream)
         self._streams[turn_id] = stream
         return stream
 
@@ -191,3 +214,5 @@ class TurnStreams:
             task.cancel()
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)
+        if self.relay is not None:
+            await self.relay.close()  # after the turns: their last frames are copied too
