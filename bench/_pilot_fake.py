@@ -13,6 +13,7 @@ import orjson
 import uvicorn
 from tests.fakes import FakeOpenAIServer, text_reply
 
+from bench._asgi import answer, read_body
 from bench._pilot_common import CLASSIFICATION_JSON, CLASSIFICATION_NAME, CLASSIFY_TOKENS, STEP_JSON, STEP_TOKENS
 
 API_KEY = "sk-bench-pilot"
@@ -43,24 +44,15 @@ class DelayedServer(FakeOpenAIServer):
         if scope["type"] != "http":
             return
         if scope["path"] == LAST_STEP_REQUEST and scope["method"] == "GET":
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"application/json")]})
-            await send({"type": "http.response.body", "body": self.last_step_request})
+            await answer(send, 200, self.last_step_request)
             return
         if scope["path"] != "/v1/chat/completions" or scope["method"] != "POST":
-            await _send_json(send, 404, {"error": {"message": "not found", "type": "invalid_request_error"}})
+            await answer(send, 404, _error("not found"))
             return
-        chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
+        raw = await read_body(receive)
         if (b"authorization", self._authorization) not in scope["headers"]:
-            await _send_json(send, 401, {"error": {"message": "Incorrect API key provided.",
-                                                   "type": "invalid_request_error"}})
+            await answer(send, 401, _error("Incorrect API key provided."))
             return
-        raw = b"".join(chunks)
         body: Any = orjson.loads(raw)
         schema = ((body.get("response_format") or {}).get("json_schema") or {}).get("name")
         if schema == CLASSIFICATION_NAME:
@@ -69,13 +61,11 @@ class DelayedServer(FakeOpenAIServer):
             reply = self.step
             self.last_step_request = raw
         await asyncio.sleep(self.delay_s)
-        await _send_json(send, 200, self._completion(body, reply))
+        await answer(send, 200, orjson.dumps(self._completion(body, reply)))
 
 
-async def _send_json(send: Any, status: int, value: Any) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json")]})
-    await send({"type": "http.response.body", "body": orjson.dumps(value)})
+def _error(message: str) -> bytes:
+    return orjson.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None, "code": None}})
 
 
 def main() -> None:

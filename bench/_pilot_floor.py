@@ -11,6 +11,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from bench._asgi import answer, read_body
 from deskpilot.llm.eager_writes import install_eager_body_writes
 
 # A JSON file: the fake model's URL and key, and the paths of what is forwarded, recorded from deskpilot in the
@@ -39,22 +40,16 @@ class Forwarder:
             await self._lifespan(receive, send)
             return
         if scope["path"] == "/healthz":
-            await _answer(send, 200, b"{}")
+            await answer(send, 200, b"{}")
             return
-        chunks = []
-        while True:
-            message = await receive()
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body"):
-                break
-        answer = orjson.loads(b"".join(chunks))
+        engineer = orjson.loads(await read_body(receive))
         assert self.client is not None
         async with self.client.post(self.url, data=orjson.dumps(self.model_request), headers=self.headers) as reply:
             completion = orjson.loads(await reply.read())
         step = orjson.loads(completion["choices"][0]["message"]["content"])
         next_step = {**self.turn_reply["next_step"], "step_id": str(uuid.uuid4()), "reasoning": step.get("reasoning")}
-        turn = {**self.turn_reply, "next_step": next_step, "answered": answer.get("step_id")}
-        await _answer(send, 200, orjson.dumps(turn))
+        turn = {**self.turn_reply, "next_step": next_step, "answered": engineer.get("step_id")}
+        await answer(send, 200, orjson.dumps(turn))
 
     async def _lifespan(self, receive: Any, send: Any) -> None:
         while True:
@@ -68,12 +63,6 @@ class Forwarder:
                     await self.client.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
-
-
-async def _answer(send: Any, status: int, body: bytes) -> None:
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json")]})
-    await send({"type": "http.response.body", "body": body})
 
 
 def create_app() -> Forwarder:

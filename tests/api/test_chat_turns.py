@@ -208,19 +208,27 @@ async def test_ss036_a_client_that_disconnects_loses_nothing(chat: ChatApp) -> N
     assert [m["content"] for m in detail["messages"]] == ["hello", "The whole answer arrives after the client left."]
 
 
-async def test_reconnecting_with_last_event_id_gets_the_rest_of_a_live_turn(chat: ChatApp) -> None:
+async def _reconnect_mid_turn(
+    chat: ChatApp, via: httpx.AsyncClient, last_event_id: int
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """A turn held after its first words; a reconnect through `via` with `Last-Event-ID`; then the rest of the
+    turn. The sender's frames and the reconnect's."""
     chat_id = await chat.new_chat()
     chat.model.hold = True
     chat.model.add("Part one and part two.")
     sender = asyncio.create_task(chat.stream(chat_id, "hello"))
     await _model_asked(chat)
     await asyncio.sleep(0.05)
-    headers = {**chat.a.headers(Role.ENGINEER), **SSE, "Last-Event-ID": "6"}
-    resumed = asyncio.create_task(chat.http.get(f"{API}/sessions/{chat_id}/stream", headers=headers))
-    await asyncio.sleep(0.05)
+    headers = {**chat.a.headers(Role.ENGINEER), **SSE, "Last-Event-ID": str(last_event_id)}
+    resumed = asyncio.create_task(via.get(f"{API}/sessions/{chat_id}/stream", headers=headers))
+    await asyncio.sleep(0.1)
     chat.model.release()
     _, full = await sender
-    rest = read_frames((await resumed).text)
+    return full, read_frames((await asyncio.wait_for(resumed, timeout=10)).text)
+
+
+async def test_reconnecting_with_last_event_id_gets_the_rest_of_a_live_turn(chat: ChatApp) -> None:
+    full, rest = await _reconnect_mid_turn(chat, chat.http, last_event_id=6)
     assert [f["id"] for f in rest] == [f["id"] for f in full if f["id"] > 6]
     assert rest == [f for f in full if f["id"] > 6]
 
@@ -254,18 +262,7 @@ async def test_ss034_a_reconnect_served_by_another_process_follows_the_live_turn
             other.router.lifespan_context(other),
             httpx.AsyncClient(transport=httpx.ASGITransport(app=other), base_url="http://testserver") as elsewhere,
         ):
-            chat_id = await chat.new_chat()
-            chat.model.hold = True
-            chat.model.add("Part one and part two.")
-            sender = asyncio.create_task(chat.stream(chat_id, "hello"))
-            await _model_asked(chat)
-            await asyncio.sleep(0.05)
-            headers = {**chat.a.headers(Role.ENGINEER), **SSE, "Last-Event-ID": "6"}
-            resumed = asyncio.create_task(elsewhere.get(f"{API}/sessions/{chat_id}/stream", headers=headers))
-            await asyncio.sleep(0.1)
-            chat.model.release()
-            _, full = await sender
-            rest = read_frames((await asyncio.wait_for(resumed, timeout=10)).text)
+            full, rest = await _reconnect_mid_turn(chat, elsewhere, last_event_id=6)
     assert rest == [f for f in full if f["id"] > 6]  # live frames, not the stored state told again
     assert "replay" not in data_of(full, "turn-info")
 
