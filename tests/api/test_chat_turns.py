@@ -492,14 +492,18 @@ async def test_ss045_a_regenerated_reply_answers_the_message_with_its_images(vis
     assert (asked.role, asked.images) == ("user", (ImagePart("image/png", PNG),))
 
 
+async def _send_only_an_image(chat: ChatApp, chat_id: str) -> httpx.Response:
+    return await chat.http.post(f"{API}/sessions/{chat_id}/messages",
+                                json={"images": [{"media_type": "image/png", "data": PNG}]},
+                                headers=chat.a.headers(Role.ENGINEER))
+
+
 async def test_uc003_a_message_may_be_images_only(vision_chat: ChatApp) -> None:
     chat = vision_chat
     chat_id = await chat.new_chat()
     chat.model.add("A certificate warning from the VPN client.")
 
-    response = await chat.http.post(f"{API}/sessions/{chat_id}/messages",
-                                    json={"images": [{"media_type": "image/png", "data": PNG}]},
-                                    headers=chat.a.headers(Role.ENGINEER))
+    response = await _send_only_an_image(chat, chat_id)
 
     assert response.status_code == 200, response.text
     assert response.json()["status"] == "complete"
@@ -517,9 +521,7 @@ async def test_uc002_ss038_after_an_images_only_first_message_the_first_words_na
     chat.model.title = "VPN certificate warning"
     chat_id = await chat.new_chat()
     chat.model.add("A certificate warning from the VPN client.")
-    response = await chat.http.post(f"{API}/sessions/{chat_id}/messages",
-                                    json={"images": [{"media_type": "image/png", "data": PNG}]},
-                                    headers=chat.a.headers(Role.ENGINEER))
+    response = await _send_only_an_image(chat, chat_id)
     assert response.status_code == 200, response.text
     assert (await chat.detail(chat_id))["session"]["title"] == "New Chat"  # nothing yet to name it by
 
