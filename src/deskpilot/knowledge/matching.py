@@ -22,6 +22,9 @@ KEY_TERM_WEIGHT = 1.0
 BODY_TERM_WEIGHT = 0.5
 COVERAGE_FLOOR = 2
 COVERAGE_CAP = 6
+# A query word that none of the candidate flows mentions tells no flow from another ("every hour", "from home"):
+# it weighs this much in the share of the query a flow must cover.
+UNKNOWN_TERM_WEIGHT = 0.5
 RECENCY_HALF_LIFE_DAYS = 30.0
 PREFIX_MIN = 4
 MAX_QUERY_TERMS = 32
@@ -46,7 +49,8 @@ _STOPWORDS_TEXT = """a about after again all also am an and any are as at be bee
     that the their them then there these they this those through to too try tried trying under until up us
     very was we were what when where which while who why will with won would yes you your today yesterday
     morning afternoon user users customer client says said seems issue issues problem problems help hi hello
-    thanks thank anyone someone something anything"""
+    thanks thank anyone someone something anything cant wont dont doesnt didnt isnt arent wasnt werent
+    couldnt shouldnt wouldnt im ive"""
 STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
 
 # Flows' search texts (name+keywords, body) of a few hundred runbooks fit; each entry is one small frozenset.
@@ -143,23 +147,39 @@ class Coverage:
     body_hits: tuple[str, ...]
 
 
-def coverage(words: Sequence[str], key_text: str, body_text: str) -> Coverage:
-    """How much of the query the flow speaks about, 0..1 (see the module docstring)."""
+def coverage(
+    words: Sequence[str], key_text: str, body_text: str, weights: Sequence[float] | None = None
+) -> Coverage:
+    """How much of the query the flow speaks about, 0..1 (see `score_candidate`); `weights` per word, 1 each
+    by default (`term_weights`)."""
     if not words:
         return Coverage(0.0, (), ())
+    weights = weights or [1.0] * len(words)
     key_vocab, body_vocab = vocabulary(key_text), vocabulary(body_text)
     key_hits: list[str] = []
     body_hits: list[str] = []
     weight = 0.0
-    for word in words:
+    for word, word_weight in zip(words, weights, strict=True):
         term = stem(word)
         key, body = KEY_TERM_WEIGHT * key_vocab.found(term), BODY_TERM_WEIGHT * body_vocab.found(term)
         if key == body == 0:
             continue
         (key_hits if key >= body else body_hits).append(word)
-        weight += max(key, body)
-    denominator = min(max(len(words), COVERAGE_FLOOR), COVERAGE_CAP)
+        weight += word_weight * max(key, body)
+    denominator = max(float(COVERAGE_FLOOR), sum(sorted(weights, reverse=True)[:COVERAGE_CAP]))
     return Coverage(min(1.0, weight / denominator), tuple(key_hits), tuple(body_hits))
+
+
+def term_weights(words: Sequence[str], candidates: Sequence[Candidate]) -> list[float]:
+    """1 for a query word some candidate flow mentions (name, tags, symptoms or steps), UNKNOWN_TERM_WEIGHT for
+    one none of them does."""
+    vocabularies = [(vocabulary(c.key_text), vocabulary(c.body_text)) for c in candidates]
+    weights = []
+    for word in words:
+        term = stem(word)
+        known = any(key.found(term) or body.found(term) for key, body in vocabularies)
+        weights.append(1.0 if known else UNKNOWN_TERM_WEIGHT)
+    return weights
 
 
 def rank_share(rank: float, best: float) -> float:
@@ -223,20 +243,27 @@ def _join(words: Iterable[str]) -> str:
 
 
 def score_candidate(
-    candidate: Candidate, words: Sequence[str], requested: ProblemDomain | None, best_rank: float, now: datetime
+    candidate: Candidate,
+    words: Sequence[str],
+    requested: ProblemDomain | None,
+    best_rank: float,
+    now: datetime,
+    weights: Sequence[float] | None = None,
 ) -> Scored:
     """Score one flow for a query, 0..1, with the reasons a person can read:
 
         score = 0.70 · text + 0.15 · domain + 0.10 · success + 0.05 · recency     (rounded to 3 places)
 
         text     = coverage · (0.75 + 0.25 · rank_share)
-          coverage   = Σ weight(term) / clamp(#query terms, 2, 6), capped at 1. A query term found in the
-                       flow's name, tags or symptoms weighs 1.0, found only in its description or node
-                       texts 0.5; a term that only matches as a prefix of a longer word or the other way
-                       round ("lock" ~ "lockout", at least 4 letters) counts half. Terms are lower-cased
-                       words (numbers of 3+ digits included, e.g. error codes) without stop words, lightly
-                       stemmed. The floor of 2 keeps a one-word query from looking certain; the cap of 6
-                       keeps a long, chatty ticket from diluting a good match.
+          coverage   = Σ weight(term) · found(term) / max(2, Σ of the 6 largest weights), capped at 1.
+                       found: 1.0 for a query term in the flow's name, tags or symptoms, 0.5 for one only
+                       in its description or node texts; a term that only matches as a prefix of a longer
+                       word or the other way round ("lock" ~ "lockout", at least 4 letters) counts half.
+                       weight: 1, or 0.5 for a term no candidate flow mentions at all (it cannot tell
+                       flows apart: "every hour", "from home"). Terms are lower-cased words (numbers of
+                       3+ digits included, e.g. error codes) without stop words, lightly stemmed. The
+                       floor of 2 keeps a one-word query from looking certain; the cap of 6 keeps a long,
+                       chatty ticket from diluting a good match.
           rank_share = the database's relevance (SQLite FTS5 bm25 negated, PostgreSQL ts_rank)
                        divided by the best candidate's. Engines score on different scales, so this
                        only orders candidates that cover the query equally well; it never lifts a
@@ -250,7 +277,7 @@ def score_candidate(
     any history, above the Pilot's 0.8 "guided" threshold; a flow that only shares a word or two of its
     body text stays under the 0.5 "show it to the LLM" threshold.
     """
-    cov = coverage(words, candidate.key_text, candidate.body_text)
+    cov = coverage(words, candidate.key_text, candidate.body_text, weights)
     share = rank_share(candidate.rank, best_rank)
     text = cov.value * (RANK_FLOOR + (1 - RANK_FLOOR) * share)
     domain = domain_agreement(requested, candidate.problem_domain)
@@ -288,7 +315,8 @@ def score_candidates(
     """Score every candidate and return the best `limit`, highest first (name breaks ties)."""
     words = query_words(text)
     best = max((c.rank for c in candidates), default=0.0)
-    scored = [score_candidate(c, words, requested, best, now) for c in candidates]
+    weights = term_weights(words, candidates)
+    scored = [score_candidate(c, words, requested, best, now, weights) for c in candidates]
     scored.sort(key=lambda s: (-s.score, s.name))
     return scored[:limit]
 
