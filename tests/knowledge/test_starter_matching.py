@@ -91,6 +91,19 @@ PHRASINGS = [
     ("laptop won't turn on", "no-display-or-power"),
     ("monitor shows no signal", "no-display-or-power"),
     ("desktop does not power on", "no-display-or-power"),
+    ("I think Sarah's email got hacked", "compromised-m365-account"),
+    ("clicked on a dodgy link and typed in her password", "compromised-m365-account"),
+    ("client says their mailbox is sending spam to all contacts", "compromised-m365-account"),
+    ("impossible travel alert for the ceo account", "compromised-m365-account"),
+    ("copier won't scan to email", "scan-to-email-folder"),
+    ("scanner stopped saving to the shared folder", "scan-to-email-folder"),
+    ("ricoh scan to folder error", "scan-to-email-folder"),
+    ("excel says unlicensed product", "office-activation"),
+    ("word wants to be activated again", "office-activation"),
+    ("office apps in read only mode asking to sign in", "office-activation"),
+    ("entire office is offline", "internet-outage-site"),
+    ("no internet at the branch office", "internet-outage-site"),
+    ("internet is down for everyone", "internet-outage-site"),
 ]
 
 

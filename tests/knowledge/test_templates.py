@@ -183,7 +183,7 @@ def test_every_starter_template_is_sound() -> None:
         required = {p.name: "x" for p in doc.parameters if p.required and p.default is None and p.type == "string"}
         if doc.slug == "tcp-port-probe" or doc.slug == "tls-certificate-check":
             required = {"host": "example.com"}
-        elif doc.slug == "mailbox-size-report":
+        elif doc.slug in ("mailbox-size-report", "exo-inbox-rules-forwarding"):
             required = {"mailbox": "user@example.com"}
         assert "{{" not in render(doc, required), doc.slug
 

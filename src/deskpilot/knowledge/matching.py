@@ -50,7 +50,7 @@ _STOPWORDS_TEXT = """a about after again all also am an and any are as at be bee
     very was we were what when where which while who why will with won would yes you your today yesterday
     morning afternoon user users customer client says said seems issue issues problem problems help hi hello
     thanks thank anyone someone something anything cant wont dont doesnt didnt isnt arent wasnt werent
-    couldnt shouldnt wouldnt im ive"""
+    couldnt shouldnt wouldnt im ive think guess maybe probably"""
 STOPWORDS = frozenset(_STOPWORDS_TEXT.split())
 
 # Flows' search texts (name+keywords, body) of a few hundred runbooks fit; each entry is one small frozenset.
