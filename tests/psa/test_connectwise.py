@@ -242,6 +242,22 @@ async def test_unreachable_server(connectwise_server: FakeConnectWise, http: htt
     assert isinstance(caught.value.__cause__, httpx.ConnectError)
 
 
+async def test_a_site_httpx_cannot_send_to_is_refused_and_a_stored_one_fails_as_a_psa_error(
+    connectwise_server: FakeConnectWise, http: httpx.AsyncClient
+) -> None:
+    base = {"company_id": "acme", "client_id": "x"}
+    with pytest.raises(ValueError, match="site is not a usable host name"):
+        ConnectWiseSettings(site="xn--", **base)
+    # A connection saved before the check: its calls fail as an unreachable PSA, not as a server error.
+    stored = ConnectWiseSettings.model_construct(site="xn--", company_id="acme", client_id="x",
+                                                 api_version=API_VERSION)
+    credentials = ConnectWiseCredentials.model_validate(connectwise_server.credentials())
+    provider = ConnectWiseProvider(stored, credentials, http_client=http)
+    with pytest.raises(PSAUnavailable, match="URL is not valid") as caught:
+        await provider.test()
+    assert isinstance(caught.value.__cause__, httpx.InvalidURL | UnicodeError)
+
+
 async def test_odd_answers(cw: ConnectWiseProvider, connectwise_server: FakeConnectWise) -> None:
     connectwise_server.inject(200, path="/system/info", body=None)
     assert (await cw.test()).detail.startswith("ConnectWise unknown version")

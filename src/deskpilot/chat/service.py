@@ -56,6 +56,7 @@ from deskpilot.diagnosis import service as diagnosis
 from deskpilot.errors import DeskpilotError
 from deskpilot.events import audit, notifications
 from deskpilot.events.pubsub import PubSub
+from deskpilot.identity import service as identity
 from deskpilot.knowledge import service as knowledge
 from deskpilot.llm import LLM, CallContext, Message, Purpose, ToolCall
 from deskpilot.llm.messages import ImagePart
@@ -147,6 +148,8 @@ def turn_out(turn: ChatTurn) -> TurnOut:
 
 async def create_chat(db: AsyncSession, caller: Caller, request: ChatCreate) -> ChatSessionOut:
     """UC-002: an empty active chat in discovery, titled "New Chat" until the first message names it."""
+    if request.client_id is not None:
+        await identity.get_client(db, request.client_id)  # this account's client, or 404 client_not_found
     session = PilotSession(
         id=uuid.uuid4(), account_id=caller.account_id, kind=CHAT, user_id=caller.user_id, team_id=caller.team_id,
         client_id=request.client_id, status=SessionStatus.ACTIVE, intake_type="free_text", intake={},

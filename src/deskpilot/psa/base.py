@@ -92,6 +92,19 @@ class ConnectionCheck(_Shape):
     detail: str
 
 
+def checked_url(url: str) -> str:
+    """`url` if httpx (which sends the calls) takes it as an absolute http(s) URL; else ValueError, for the
+    settings' validators, so that a connection never stores a URL its calls would fail on."""
+    try:
+        parsed = httpx.URL(url)
+        parsed.raw_host  # noqa: B018 - encodes the host as a request would (IDNA)
+    except (httpx.InvalidURL, UnicodeError) as e:
+        raise ValueError(f"not a valid URL: {e}") from e
+    if parsed.scheme not in ("http", "https") or not parsed.host:
+        raise ValueError("must be an http(s) URL")
+    return url
+
+
 class PSAProvider(ABC):
     """One PSA behind one set of credentials.
 
@@ -128,6 +141,10 @@ class PSAProvider(ABC):
             raise PSATimeout(f"{vendor} did not answer {method} {httpx.URL(url).path!r} in time") from e
         except httpx.HTTPError as e:
             raise PSAUnavailable(f"cannot reach {vendor} at {httpx.URL(url).host!r}: {type(e).__name__}") from e
+        except (httpx.InvalidURL, UnicodeError) as e:
+            # Neither is an HTTPError (a host name IDNA cannot encode is a UnicodeError): a connection saved
+            # before its URL was checked as `checked_url` does now.
+            raise PSAUnavailable(f"the {vendor} connection's URL is not valid: {e}") from e
 
     def _unsupported(self, what: str) -> PSANotSupported:
         return PSANotSupported(f"{what} is not supported by {type(self).__name__}")

@@ -28,6 +28,7 @@ from deskpilot.psa.base import (
     TicketNote,
     TicketSummary,
     TimeEntryResult,
+    checked_url,
 )
 from deskpilot.psa.errors import PSAError, PSANotFound, error_for_status, parse_retry_after
 
@@ -63,7 +64,12 @@ class ConnectWiseSettings(BaseModel):
             raise ValueError("site must be a host name such as 'na.myconnectwise.net' or an http(s) origin")
         if parts.path and parts.path != "/":
             raise ValueError("site must not contain a path; the API path is added automatically")
-        return value.rstrip("/")
+        value = value.rstrip("/")
+        try:
+            checked_url(value if "://" in value else f"https://{value}")
+        except ValueError as e:
+            raise ValueError(f"site is not a usable host name: {e}") from e
+        return value
 
     @property
     def base_url(self) -> str:

@@ -30,6 +30,7 @@ from deskpilot.psa.base import (
     TicketContext,
     TicketSummary,
     TimeEntryResult,
+    checked_url,
 )
 from deskpilot.psa.errors import PSAError, PSANotSupported, error_for_status, parse_retry_after
 
@@ -48,7 +49,7 @@ def _http_url(value: str | None) -> str | None:
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an http(s) URL")
-    return value
+    return checked_url(value)
 
 
 class WebhookSettings(BaseModel):

@@ -8,13 +8,14 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from deskpilot.api.deps import EngineerDep, PrincipalDep, SessionDep, StateDep
+from deskpilot.api.routing import JSONRoute
 from deskpilot.approvals import service as approvals
 from deskpilot.approvals.errors import ApprovalExpired
 from deskpilot.approvals.models import ApprovalStatus, SourceKind
 from deskpilot.approvals.schemas import ApprovalOut, ApprovalPage, DecisionIn
 from deskpilot.storage import utcnow
 
-router = APIRouter(prefix="/api/v1", tags=["approvals"])
+router = APIRouter(prefix="/api/v1", tags=["approvals"], route_class=JSONRoute)
 
 
 @router.get("/approvals")

@@ -10,9 +10,10 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict
 
 from deskpilot.api.deps import AdminDep, SessionDep
+from deskpilot.api.routing import JSONRoute
 from deskpilot.events import audit
 
-router = APIRouter(prefix="/api/v1", tags=["audit"])
+router = APIRouter(prefix="/api/v1", tags=["audit"], route_class=JSONRoute)
 
 
 class AuditEventOut(BaseModel):

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Header, Path, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 
 from deskpilot.api.deps import EngineerDep, PrincipalDep, SessionDep, StateDep, pilot_caller
+from deskpilot.api.routing import JSONRoute
 from deskpilot.api.state import AppState
 from deskpilot.chat import service
 from deskpilot.chat.schemas import (
@@ -28,7 +29,7 @@ from deskpilot.pilot import service as pilot_service
 from deskpilot.pilot.lifecycle import Action
 from deskpilot.pilot.schemas import BranchNode, EscalateRequest, MarkBranchRequest, ReviveBranchRequest
 
-router = APIRouter(prefix="/api/v1", tags=["chat"])
+router = APIRouter(prefix="/api/v1", tags=["chat"], route_class=JSONRoute)
 
 _STREAM_RESPONSES: dict[int | str, dict[str, object]] = {
     200: {

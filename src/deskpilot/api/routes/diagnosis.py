@@ -8,6 +8,7 @@ from fastapi import APIRouter, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from deskpilot.api.deps import EngineerDep, Principal, PrincipalDep, SessionDep, StateDep, pilot_caller
+from deskpilot.api.routing import JSONRoute
 from deskpilot.diagnosis import service as diagnosis
 from deskpilot.diagnosis.schemas import (
     DecisionUpdate,
@@ -24,7 +25,7 @@ from deskpilot.diagnosis.schemas import (
 )
 from deskpilot.pilot.engine import commit
 
-router = APIRouter(prefix="/api/v1", tags=["diagnosis"])
+router = APIRouter(prefix="/api/v1", tags=["diagnosis"], route_class=JSONRoute)
 
 
 async def _read(session: AsyncSession, principal: Principal, session_id: uuid.UUID) -> None:

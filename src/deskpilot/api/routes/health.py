@@ -12,8 +12,9 @@ from sqlalchemy import text
 
 from deskpilot import __version__
 from deskpilot.api.deps import StateDep
+from deskpilot.api.routing import JSONRoute
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=JSONRoute)
 
 
 @router.get("/healthz", operation_id="healthz")

@@ -7,6 +7,7 @@ import uuid
 from fastapi import APIRouter, status
 
 from deskpilot.api.deps import AdminDep, PrincipalDep, SessionDep, StateDep
+from deskpilot.api.routing import JSONRoute
 from deskpilot.errors import PermissionDenied
 from deskpilot.events import audit
 from deskpilot.identity import service as identity
@@ -25,7 +26,7 @@ from deskpilot.identity.schemas import (
     UserUpdate,
 )
 
-router = APIRouter(prefix="/api/v1", tags=["identity"])
+router = APIRouter(prefix="/api/v1", tags=["identity"], route_class=JSONRoute)
 
 
 @router.get("/me", operation_id="get_me")

@@ -8,6 +8,7 @@ from fastapi import APIRouter, HTTPException, Request, Response, status
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from deskpilot.api.deps import EngineerDep, LeadDep, Principal, PrincipalDep, SessionDep
+from deskpilot.api.routing import JSONRoute
 from deskpilot.errors import PermissionDenied
 from deskpilot.events import audit
 from deskpilot.identity.models import Role
@@ -32,7 +33,7 @@ from deskpilot.knowledge.schemas import (
 )
 from deskpilot.knowledge.yaml_io import MAX_YAML_BYTES
 
-router = APIRouter(prefix="/api/v1", tags=["knowledge"])
+router = APIRouter(prefix="/api/v1", tags=["knowledge"], route_class=JSONRoute)
 
 YAML_MEDIA_TYPES = frozenset({"application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml", "text/plain"})
 _YAML_BODY = {

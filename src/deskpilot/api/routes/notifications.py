@@ -14,13 +14,14 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
 
 from deskpilot.api.deps import PrincipalDep, SessionDep, StateDep
+from deskpilot.api.routing import JSONRoute
 from deskpilot.events import notifications as notification_service
 from deskpilot.events.pubsub import PubSubClosed, user_channel
 from deskpilot.events.schemas import NotificationOut
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(prefix="/api/v1/notifications", tags=["notifications"])
+router = APIRouter(prefix="/api/v1/notifications", tags=["notifications"], route_class=JSONRoute)
 
 # Proxies and load balancers drop connections that stay silent for about a minute.
 HEARTBEAT_S: Final = 15.0

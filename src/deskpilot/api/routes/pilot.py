@@ -12,7 +12,6 @@ from typing import Annotated, Any, Final, Literal
 
 from fastapi import APIRouter, HTTPException, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
-from fastapi.routing import APIRoute
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 from starlette.background import BackgroundTask
@@ -20,6 +19,7 @@ from starlette.types import Message
 
 from deskpilot.api.deps import EngineerDep, PrincipalDep, SessionDep, StateDep, pilot_caller, pilot_deps
 from deskpilot.api.routes.chat import chat_deps
+from deskpilot.api.routing import JSONRoute
 from deskpilot.chat import service as chat_service
 from deskpilot.chat.schemas import ChatSessionOut
 from deskpilot.errors import DeskpilotError
@@ -92,8 +92,9 @@ async def _bounded_body(request: Request) -> Request:
     return Request(request.scope, replay)
 
 
-class BoundedBodyRoute(APIRoute):
-    """A route whose request body is capped at MAX_BODY_BYTES (413 problem+json, code `payload_too_large`)."""
+class BoundedBodyRoute(JSONRoute):
+    """A route whose request body is capped at MAX_BODY_BYTES (413 problem+json, code `payload_too_large`); the
+    capped body then goes to `JSONRoute`'s strict parsing like every router's."""
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()

@@ -9,6 +9,7 @@ import httpx
 from fastapi import APIRouter, Body, Depends, Path, Query, status
 
 from deskpilot.api.deps import AdminDep, EngineerDep, SessionDep, StateDep
+from deskpilot.api.routing import JSONRoute
 from deskpilot.events import audit
 from deskpilot.psa import service as psa
 from deskpilot.psa.base import TicketContext, TicketSummary
@@ -24,7 +25,7 @@ from deskpilot.psa.schemas import (
     PushOut,
 )
 
-router = APIRouter(prefix="/api/v1/psa", tags=["psa"])
+router = APIRouter(prefix="/api/v1/psa", tags=["psa"], route_class=JSONRoute)
 
 PSA_TIMEOUT_S = 20.0
 

@@ -10,9 +10,10 @@ from fastapi import APIRouter
 from pydantic import BaseModel
 
 from deskpilot.api.deps import LeadDep, SessionDep, StateDep
+from deskpilot.api.routing import JSONRoute
 from deskpilot.llm.usage import GroupBy, usage_summary
 
-router = APIRouter(prefix="/api/v1", tags=["usage"])
+router = APIRouter(prefix="/api/v1", tags=["usage"], route_class=JSONRoute)
 
 
 class UsageRowOut(BaseModel):

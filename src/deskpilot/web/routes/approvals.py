@@ -12,6 +12,7 @@ from typing import Annotated, Any, Final
 from fastapi import APIRouter, Form, Query
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from deskpilot.api.routing import JSONRoute
 from deskpilot.approvals import service as approvals
 from deskpilot.approvals.errors import ApprovalExpired, ApprovalNotFound
 from deskpilot.approvals.models import ApprovalRequest, ApprovalStatus, Decision, SourceKind
@@ -23,7 +24,7 @@ from deskpilot.web.console import Console, ConsoleDep
 from deskpilot.web.rendering import render, render_fragment
 from deskpilot.web.routes.pilot import readable
 
-router = APIRouter(prefix="/approvals", include_in_schema=False)
+router = APIRouter(prefix="/approvals", include_in_schema=False, route_class=JSONRoute)
 
 STATUS_LABELS: Final[Mapping[str, str]] = {
     "pending": "Waiting",

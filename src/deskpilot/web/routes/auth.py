@@ -11,6 +11,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy import select
 
 from deskpilot.api.deps import StateDep, principal_from_cookie
+from deskpilot.api.routing import JSONRoute
 from deskpilot.api.state import AppState
 from deskpilot.events import audit
 from deskpilot.identity import service as identity
@@ -21,7 +22,7 @@ from deskpilot.web.rendering import render_public
 
 logger = logging.getLogger(__name__)
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=JSONRoute)
 
 
 def _request_id(request: Request) -> str | None:

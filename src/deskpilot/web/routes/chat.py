@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
 from deskpilot.api.deps import pilot_caller
+from deskpilot.api.routing import JSONRoute
 from deskpilot.chat import service
 from deskpilot.chat.schemas import ChatCreate, ChatDetail, ChatRename, TurnOut
 from deskpilot.diagnosis import service as diagnosis
@@ -27,7 +28,7 @@ from deskpilot.web.console import Console, ConsoleDep
 from deskpilot.web.rendering import render, templates
 from deskpilot.web.routes.pilot import readable
 
-router = APIRouter(prefix="/chat", include_in_schema=False)
+router = APIRouter(prefix="/chat", include_in_schema=False, route_class=JSONRoute)
 
 STATUS_LABELS: Final[Mapping[str, str]] = {
     "active": "Active",

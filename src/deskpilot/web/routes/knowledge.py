@@ -10,6 +10,7 @@ from typing import Annotated, Any, Final
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from deskpilot.api.routing import JSONRoute
 from deskpilot.errors import DeskpilotError, NotFound
 from deskpilot.events import audit
 from deskpilot.identity import service as identity
@@ -28,7 +29,7 @@ from deskpilot.web.console import Console, ConsoleDep
 from deskpilot.web.rendering import render, render_fragment
 from deskpilot.web.routes.pilot import LANGUAGES, readable
 
-router = APIRouter(prefix="/knowledge", include_in_schema=False)
+router = APIRouter(prefix="/knowledge", include_in_schema=False, route_class=JSONRoute)
 
 DOMAINS: Final[Mapping[str, str]] = {
     "active_directory": "Active Directory", "networking": "Networking", "m365": "Microsoft 365",

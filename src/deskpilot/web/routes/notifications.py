@@ -5,12 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
+from deskpilot.api.routing import JSONRoute
 from deskpilot.events import notifications
 from deskpilot.web import bell
 from deskpilot.web.console import ConsoleDep
 from deskpilot.web.rendering import render, render_fragment
 
-router = APIRouter(prefix="/notifications", include_in_schema=False)
+router = APIRouter(prefix="/notifications", include_in_schema=False, route_class=JSONRoute)
 
 PAGE_SIZE = 100
 

@@ -15,6 +15,7 @@ from markupsafe import Markup, escape
 from pydantic import ValidationError
 
 from deskpilot.api.deps import pilot_caller, pilot_deps
+from deskpilot.api.routing import JSONRoute
 from deskpilot.errors import DeskpilotError, NotFound, PermissionDenied, ValidationFailed
 from deskpilot.events import audit
 from deskpilot.identity import service as identity
@@ -49,7 +50,7 @@ from deskpilot.storage import utcnow
 from deskpilot.web.console import Console, ConsoleDep
 from deskpilot.web.rendering import render, render_fragment, templates
 
-router = APIRouter(prefix="/pilot", include_in_schema=False)
+router = APIRouter(prefix="/pilot", include_in_schema=False, route_class=JSONRoute)
 
 STATUS_LABELS: Final[Mapping[str, str]] = {
     "active": "Active", "paused": "Paused", "resolved": "Resolved",

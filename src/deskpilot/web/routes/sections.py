@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from fastapi import APIRouter
 from fastapi.responses import HTMLResponse
 
+from deskpilot.api.routing import JSONRoute
 from deskpilot.identity import service as identity
 from deskpilot.web.console import Console, ConsoleDep
 from deskpilot.web.nav import SECTIONS
 from deskpilot.web.rendering import render
 
-router = APIRouter(include_in_schema=False)
+router = APIRouter(include_in_schema=False, route_class=JSONRoute)
 
 
 @dataclass(frozen=True, slots=True)

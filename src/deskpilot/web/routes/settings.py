@@ -10,6 +10,7 @@ from fastapi import APIRouter, Form
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from pydantic import ValidationError
 
+from deskpilot.api.routing import JSONRoute
 from deskpilot.errors import DeskpilotError
 from deskpilot.events import audit
 from deskpilot.identity import service as identity
@@ -20,7 +21,7 @@ from deskpilot.storage import utcnow
 from deskpilot.web.console import Console, ConsoleDep, set_session_cookie
 from deskpilot.web.rendering import render, render_fragment
 
-router = APIRouter(prefix="/settings", include_in_schema=False)
+router = APIRouter(prefix="/settings", include_in_schema=False, route_class=JSONRoute)
 
 ROLES = list(Role)
 TOKEN_LIFETIMES: dict[str, str] = {"": "Never", "30": "30 days", "90": "90 days", "365": "1 year"}

@@ -1,0 +1,37 @@
+"""The route class of every router: JSON request bodies parsed strictly (and fast) by orjson."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+import orjson
+from fastapi import Request, Response
+from fastapi.routing import APIRoute
+
+
+class StrictJSONRequest(Request):
+    """A request whose JSON body is parsed by orjson.
+
+    The json module accepts escaped lone surrogates ("\\ud800") and hands them on in a str that no database
+    driver can encode: a text field holding one failed at the commit with a 500 (found by fuzzing the API).
+    orjson refuses them, and invalid UTF-8, with a `json.JSONDecodeError` subclass, which FastAPI answers
+    with 422 `json_invalid` before any handler runs. It is also several times faster on large bodies.
+    """
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_json"):
+            self._json = orjson.loads(await self.body())
+        return self._json
+
+
+class JSONRoute(APIRoute):
+    """An APIRoute whose handlers get a `StrictJSONRequest`."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def strict(request: Request) -> Response:
+            return await handler(StrictJSONRequest(request.scope, request.receive, request._send))
+
+        return strict
