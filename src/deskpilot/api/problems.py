@@ -9,6 +9,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -34,6 +35,30 @@ _HTTP_CODES = {
 
 
 _STANDARD_FIELDS = frozenset({"type", "title", "status", "detail", "code", "instance", "request_id"})
+
+
+class ProblemDetails(BaseModel):
+    """An error (RFC 9457). `code` is stable for clients to branch on; some problems add members of their own
+    (`session_id`, `errors`, …)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(examples=[TYPE_BASE + "not_found"])
+    title: str
+    status: int
+    detail: str
+    code: str = Field(examples=["not_found"])
+    instance: str
+    request_id: str | None = None
+
+
+# Every API operation documents its errors as this default response: whatever the status, a problem+json body.
+DOCUMENTED_ERRORS: dict[int | str, dict[str, Any]] = {
+    "default": {
+        "description": "An error: RFC 9457 problem+json with a stable `code`.",
+        "content": {PROBLEM_MEDIA_TYPE: {"schema": ProblemDetails.model_json_schema()}},
+    }
+}
 
 
 def problem(
