@@ -1,13 +1,15 @@
 """Every API operation against requests generated from its OpenAPI schema (schemathesis): whatever the input, the
 answer is a documented status and shape, and never a server error.
 
-The app runs in process on a migrated SQLite file, with no LLM configured (its 503s are deliberate, named by
-their code). Token revocation is left out: revoking the test's own token would end the run's authentication.
+The app runs in process on a migrated SQLite file and on PostgreSQL, with no LLM configured (its 503s are
+deliberate, named by their code). Token revocation is left out: revoking the test's own token would end the run's
+authentication.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,8 +30,9 @@ from schemathesis.specs.openapi.checks import (
 from deskpilot.api.app import create_app
 from deskpilot.identity.models import Role
 from deskpilot.settings import Settings
-from deskpilot.storage import Database
+from deskpilot.storage import Database, migrations
 from tests.conftest import Tenant, make_settings, make_tenant
+from tests.services import pg_database
 
 # Service unavailable on purpose: no model configured, or a PSA the test created points at no real host.
 DELIBERATE_503 = {"llm_not_configured", "no_llm_no_flow", "psa_unavailable"}
@@ -45,15 +48,28 @@ async def _tenant(settings: Settings) -> Tenant:
         await db.dispose()
 
 
-@pytest.fixture(scope="module")
-def fuzzed(tmp_path_factory: pytest.TempPathFactory, migrated_template: Path) -> Iterator[tuple[Any, Tenant]]:
+@pytest.fixture(scope="module", params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def fuzzed(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, migrated_template: Path
+) -> Iterator[tuple[Any, Tenant]]:
     folder = tmp_path_factory.mktemp("fuzz")
-    shutil.copyfile(migrated_template, folder / "test.db")
-    app_settings = make_settings(folder)
-    tenant = asyncio.run(_tenant(app_settings))
-    schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(app_settings))
-    yield schema, tenant
-    shutdown_lifespans()  # the app's lifespan: its database and background tasks
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            shutil.copyfile(migrated_template, folder / "test.db")
+            app_settings = make_settings(folder)
+        else:
+            # One loop creates the throwaway database and drops it again (its admin engine pools connections).
+            loop = asyncio.new_event_loop()
+            stack.callback(loop.close)
+            database = pg_database()
+            url = loop.run_until_complete(database.__aenter__())
+            stack.callback(lambda: loop.run_until_complete(database.__aexit__(None, None, None)))
+            migrations.upgrade(url)
+            app_settings = make_settings(folder, database={"url": url})
+        tenant = asyncio.run(_tenant(app_settings))
+        schema = schemathesis.openapi.from_asgi("/openapi.json", create_app(app_settings))
+        yield schema, tenant
+        shutdown_lifespans()  # the app's lifespan: its database and background tasks
 
 
 def _operations(schema: Any) -> list[Any]:

@@ -2,20 +2,39 @@
 
 from __future__ import annotations
 
+import asyncio
+import shutil
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
 from deskpilot.identity.models import Role
 from deskpilot.settings import Settings
+from deskpilot.storage import migrations
 from tests.api.chat_support import API, ChatApp, chat_app
 from tests.api.test_pilot_support import problem
+from tests.conftest import make_settings
+from tests.services import pg_database
 
 
 @pytest.fixture
 async def app(settings: Settings) -> AsyncIterator[ChatApp]:
     async with chat_app(settings) as running:
         yield running
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+async def any_db_app(request: pytest.FixtureRequest, tmp_path: Path, migrated_template: Path) -> AsyncIterator[ChatApp]:
+    if request.param == "sqlite":
+        shutil.copyfile(migrated_template, tmp_path / "test.db")
+        async with chat_app(make_settings(tmp_path)) as running:
+            yield running
+        return
+    async with pg_database() as url:
+        await asyncio.to_thread(migrations.upgrade, url)
+        async with chat_app(make_settings(tmp_path, database={"url": url})) as running:
+            yield running
 
 
 # A lone surrogate escape: valid JSON syntax, but no UTF-8 text (the json module accepted it, then the commit
@@ -49,4 +68,18 @@ async def test_a_chat_for_a_client_of_no_one_or_of_another_account_is_a_404(app:
                                        headers=app.a.headers(Role.ENGINEER))
         problem(response, 404, "client_not_found")
     listed = await app.http.get(f"{API}/chats", headers=app.a.headers(Role.ENGINEER))
+    assert listed.json() == []
+
+
+async def test_a_nul_character_is_refused_on_every_database(any_db_app: ChatApp) -> None:
+    """PostgreSQL cannot store U+0000 in text; SQLite can. The API refuses it alike, before anything is stored."""
+    app = any_db_app
+    headers = app.a.headers(Role.ENGINEER)
+    response = await app.http.post(f"{API}/sessions", json={"text": "Outlook keeps asking\u0000 for a password"},
+                                   headers=headers)
+    assert "NUL character" in str(problem(response, 422, "validation_failed"))
+    chat_id = await app.new_chat()
+    response = await app.http.post(f"{API}/sessions/{chat_id}/messages", json={"text": "hello\u0000"}, headers=headers)
+    problem(response, 422, "validation_failed")
+    listed = await app.http.get(f"{API}/sessions", headers=headers)
     assert listed.json() == []

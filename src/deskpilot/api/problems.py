@@ -93,10 +93,20 @@ async def _domain_error(request: Request, exc: Exception) -> JSONResponse:
     return problem(exc.status, exc.code, exc.title, exc.detail, request, exc.extra)
 
 
+def _message(error: Mapping[str, Any]) -> str:
+    message = str(error.get("msg", "invalid"))
+    if error.get("type") == "json_invalid":
+        # FastAPI's message is only "JSON decode error"; the decoder's says what and where.
+        reason = (error.get("ctx") or {}).get("error")
+        if reason:
+            return f"{message}: {reason}"
+    return message
+
+
 async def _validation_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
     errors = [
-        {"field": _location(err.get("loc", ())), "message": err.get("msg", "invalid"), "type": err.get("type")}
+        {"field": _location(err.get("loc", ())), "message": _message(err), "type": err.get("type")}
         for err in exc.errors()
     ]
     summary = "; ".join(f"{e['field']}: {e['message']}" for e in errors[:5])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -16,13 +17,29 @@ class StrictJSONRequest(Request):
     The json module accepts escaped lone surrogates ("\\ud800") and hands them on in a str that no database
     driver can encode: a text field holding one failed at the commit with a 500 (found by fuzzing the API).
     orjson refuses them, and invalid UTF-8, with a `json.JSONDecodeError` subclass, which FastAPI answers
-    with 422 `json_invalid` before any handler runs. It is also several times faster on large bodies.
+    with 422 `json_invalid` before any handler runs. It is also several times faster on large bodies. The NUL
+    character is refused the same way, since PostgreSQL cannot store it in text.
     """
 
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
-            self._json = orjson.loads(await self.body())
+            body = await self.body()
+            value = orjson.loads(body)
+            # PostgreSQL cannot store U+0000 in text (SQLite can): refused alike on both, before any handler.
+            if b"\\u0000" in body and _holds_nul(value):
+                raise json.JSONDecodeError("text may not contain the NUL character (U+0000)", body.decode(), 0)
+            self._json = value
         return self._json
+
+
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(item) for item in value)
+    return False
 
 
 class JSONRoute(APIRoute):
