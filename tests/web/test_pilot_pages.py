@@ -116,6 +116,21 @@ async def test_empty_and_oversized_intake_are_refused_inline(client: httpx.Async
     assert "Traceback" not in big.text
 
 
+async def test_a_nul_pasted_into_the_intake_is_dropped_not_a_server_error(
+    client: httpx.AsyncClient, tenant_a: Tenant, app_state: AppState
+) -> None:
+    """A browser user cannot see a NUL in pasted log output; PostgreSQL cannot store one. The form drops it."""
+    await load_starter(app_state, tenant_a)
+    scripted(app_state, classification(), question())
+    csrf = await login(client, Role.ENGINEER)
+    sid = await start(client, csrf, text=f"{OUTLOOK}\x00", log_content="Event 1098\x00: token broker error")
+    async with app_state.db.session(tenant_a.account_id) as s:
+        session = await s.get(PilotSession, sid)
+        assert session is not None
+        assert session.intake["text"] == OUTLOOK
+        assert session.intake["log_content"] == "Event 1098: token broker error"
+
+
 async def test_no_llm_and_no_flow_keeps_the_intake_and_retries_later(
     client: httpx.AsyncClient, tenant_a: Tenant, app_state: AppState
 ) -> None:
