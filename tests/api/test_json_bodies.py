@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -11,11 +9,9 @@ import pytest
 
 from deskpilot.identity.models import Role
 from deskpilot.settings import Settings
-from deskpilot.storage import migrations
 from tests.api.chat_support import API, ChatApp, chat_app
 from tests.api.test_pilot_support import problem
 from tests.conftest import make_settings
-from tests.services import pg_database
 
 
 @pytest.fixture
@@ -24,17 +20,11 @@ async def app(settings: Settings) -> AsyncIterator[ChatApp]:
         yield running
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-async def any_db_app(request: pytest.FixtureRequest, tmp_path: Path, migrated_template: Path) -> AsyncIterator[ChatApp]:
-    if request.param == "sqlite":
-        shutil.copyfile(migrated_template, tmp_path / "test.db")
-        async with chat_app(make_settings(tmp_path)) as running:
-            yield running
-        return
-    async with pg_database() as url:
-        await asyncio.to_thread(migrations.upgrade, url)
-        async with chat_app(make_settings(tmp_path, database={"url": url})) as running:
-            yield running
+@pytest.fixture
+async def any_db_app(tmp_path: Path, migrated_database_url: str) -> AsyncIterator[ChatApp]:
+    """The app on a migrated SQLite file, then on a throwaway PostgreSQL database."""
+    async with chat_app(make_settings(tmp_path, database={"url": migrated_database_url})) as running:
+        yield running
 
 
 # A lone surrogate escape: valid JSON syntax, but no UTF-8 text (the json module accepted it, then the commit
