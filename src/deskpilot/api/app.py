@@ -85,19 +85,15 @@ def create_app(settings: Settings | None = None, *, state: AppState | None = Non
     )
     problems.install(app)
     app.add_middleware(RequestContextMiddleware, tracing=settings.telemetry.tracing)
-    app.include_router(health.router, responses=problems.DOCUMENTED_ERRORS)
     # Routes are matched in order, each with its own regular expression: the session routers, which serve the
-    # turns (the requests that come by the hundred), go first. No two routers share a method and path.
-    app.include_router(pilot_routes.router, responses=problems.DOCUMENTED_ERRORS)
-    app.include_router(chat_routes.router, responses=problems.DOCUMENTED_ERRORS)
-    app.include_router(identity.router, responses=problems.DOCUMENTED_ERRORS)
-    app.include_router(audit_routes.router, responses=problems.DOCUMENTED_ERRORS)
-    app.include_router(knowledge_routes.router, responses=problems.DOCUMENTED_ERRORS)
-    app.include_router(psa_routes.router, responses=problems.DOCUMENTED_ERRORS)
-    app.include_router(usage_routes.router, responses=problems.DOCUMENTED_ERRORS)
-    app.include_router(notification_routes.router, responses=problems.DOCUMENTED_ERRORS)
-    app.include_router(diagnosis_routes.router, responses=problems.DOCUMENTED_ERRORS)
-    app.include_router(approval_routes.router, responses=problems.DOCUMENTED_ERRORS)
+    # turns (the requests that come by the hundred), go first after health. No two routers share a method and
+    # path. Every operation documents its errors as problem+json.
+    for router in (
+        health.router, pilot_routes.router, chat_routes.router, identity.router, audit_routes.router,
+        knowledge_routes.router, psa_routes.router, usage_routes.router, notification_routes.router,
+        diagnosis_routes.router, approval_routes.router,
+    ):
+        app.include_router(router, responses=problems.DOCUMENTED_ERRORS)
 
     from deskpilot.web import install as install_web
 

@@ -49,7 +49,9 @@ class AppState:
     http: httpx.AsyncClient
     jobs: JobBackend = field(init=False)
     # Chat turns run detached from their requests; shutdown cancels them and they store what they have.
-    chat_streams: TurnStreams = field(init=False, default_factory=TurnStreams)
+    # With Redis, several processes may serve one chat: a turn's frames are relayed so that a client reconnecting
+    # to another process follows it live.
+    chat_streams: TurnStreams = field(init=False)
     chat_contexts: ContextCache = field(init=False, default_factory=ContextCache)
     pilot_conversations: VersionedCache[tuple[Message, ...]] = field(init=False, default_factory=conversation_cache)
     # Wrong sign-ins per client address, across every email (a password spray); per process.
@@ -72,9 +74,8 @@ class AppState:
     def __post_init__(self) -> None:
         context = JobContext(settings=self.settings, database=self.db, pubsub=self.pubsub, llm=self.llm)
         self.jobs = make_job_backend(self.settings, registry, context)
-        if self.settings.redis.url:
-            # Several processes may serve one chat: a client reconnecting to another follows its turn live.
-            self.chat_streams = TurnStreams(relay=TurnRelay.from_url(self.settings.redis.url))
+        url = self.settings.redis.url
+        self.chat_streams = TurnStreams(relay=TurnRelay.from_url(url) if url else None)
 
     @classmethod
     def build(cls, settings: Settings, *, llm: LLM | None = None, pubsub: PubSub | None = None) -> AppState:

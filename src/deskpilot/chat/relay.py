@@ -119,17 +119,14 @@ class _Copy:
             self._task.add_done_callback(self._flushing.discard)
 
     async def _flush(self) -> None:
-        created = False
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
                 pipe = self._client.pipeline(transaction=False)
                 for frame_id, data in batch:
                     pipe.xadd(self._key, {"p": data}, id=f"0-{frame_id}")
-                ended = batch[-1][1] == DONE
-                if ended or not created:
-                    pipe.expire(self._key, KEEP_AFTER_END_S if ended else KEEP_WHILE_RUNNING_S)
-                    created = True
+                # In the same round trip: the key lives on while the turn does, and briefly after its end.
+                pipe.expire(self._key, KEEP_AFTER_END_S if batch[-1][1] == DONE else KEEP_WHILE_RUNNING_S)
                 await pipe.execute()
         except (RedisError, OSError):
             self.failed = True

@@ -684,9 +684,8 @@ async def _elsewhere(deps: ChatDeps, account_id: uuid.UUID, turn_id: uuid.UUID, 
     if relay is not None:
 
         async def still_running() -> bool:
-            async with deps.database.session(account_id) as db:
-                status = await db.scalar(select(ChatTurn.status).where(ChatTurn.id == turn_id))
-            return status == "running"
+            turn = await _stored_turn(deps, account_id, turn_id)
+            return turn is not None and turn.status == "running"
 
         async for last_id, frames_text, ended in relay.follow(turn_id, after, still_running):
             sent = last_id
@@ -698,10 +697,15 @@ async def _elsewhere(deps: ChatDeps, account_id: uuid.UUID, turn_id: uuid.UUID, 
         yield replayed
 
 
+async def _stored_turn(deps: ChatDeps, account_id: uuid.UUID, turn_id: uuid.UUID) -> ChatTurn | None:
+    """The turn as committed now (its own short session: the reader of a turn outlives any request's)."""
+    async with deps.database.session(account_id) as db:
+        return await db.get(ChatTurn, turn_id)
+
+
 async def _replay(deps: ChatDeps, account_id: uuid.UUID, turn_id: uuid.UUID, after: int) -> AsyncIterator[str]:
     while True:
-        async with deps.database.session(account_id) as db:
-            turn = await db.get(ChatTurn, turn_id)
+        turn = await _stored_turn(deps, account_id, turn_id)
         if turn is None:
             return
         if turn.status != "running":

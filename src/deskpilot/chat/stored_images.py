@@ -33,10 +33,6 @@ def image_writes(
     ]
 
 
-def _part(media_type: str, data: bytes) -> ImagePart:
-    return ImagePart.from_bytes(media_type, data)
-
-
 async def history_images(
     db: AsyncSession, message_ids: Sequence[uuid.UUID], limit: int | None = None
 ) -> dict[uuid.UUID, tuple[ImagePart, ...]]:
@@ -65,7 +61,7 @@ async def history_images(
     )).all()
     images: dict[uuid.UUID, list[ImagePart]] = {}
     for row in rows:
-        images.setdefault(row.message_id, []).append(_part(row.media_type, row.data))
+        images.setdefault(row.message_id, []).append(ImagePart.from_bytes(row.media_type, row.data))
     return {message_id: tuple(parts) for message_id, parts in images.items()}
 
 

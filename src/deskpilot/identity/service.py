@@ -197,8 +197,7 @@ async def set_password(session: AsyncSession, user_id: uuid.UUID, password: str)
     user = await get_user(session, user_id)
     user.password_hash = hash_password(password)
     # Whoever signed in with the old password is signed out.
-    user.session_epoch += 1
-    await session.flush()
+    await end_console_sessions(session, user_id)
 
 
 async def announce_invalidation(

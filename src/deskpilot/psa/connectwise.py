@@ -59,22 +59,26 @@ class ConnectWiseSettings(BaseModel):
     @classmethod
     def _normalise_site(cls, value: str) -> str:
         value = value.strip()
-        parts = urlsplit(value if "://" in value else f"https://{value}")
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        origin = _origin(value)
+        try:
+            checked_url(origin)
+        except ValueError as e:
+            raise ValueError(f"site is not a usable host name: {e}") from e
+        parts = urlsplit(origin)
+        if parts.query or parts.fragment:
             raise ValueError("site must be a host name such as 'na.myconnectwise.net' or an http(s) origin")
         if parts.path and parts.path != "/":
             raise ValueError("site must not contain a path; the API path is added automatically")
-        value = value.rstrip("/")
-        try:
-            checked_url(value if "://" in value else f"https://{value}")
-        except ValueError as e:
-            raise ValueError(f"site is not a usable host name: {e}") from e
-        return value
+        return value.rstrip("/")
 
     @property
     def base_url(self) -> str:
-        origin = self.site if "://" in self.site else f"https://{self.site}"
-        return origin + API_PATH
+        return _origin(self.site) + API_PATH
+
+
+def _origin(site: str) -> str:
+    """A site as an origin: https is assumed for a bare host name."""
+    return site if "://" in site else f"https://{site}"
 
 
 class ConnectWiseCredentials(BaseModel):

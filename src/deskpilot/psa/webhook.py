@@ -18,7 +18,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any, ClassVar
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, ValidationError, field_validator
@@ -45,11 +45,7 @@ _SUMMARIES = TypeAdapter(list[TicketSummary])
 def _http_url(value: str | None) -> str | None:
     if value is None:
         return None
-    value = value.strip()
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError("must be an http(s) URL")
-    return checked_url(value)
+    return checked_url(value.strip())
 
 
 class WebhookSettings(BaseModel):
